@@ -1,0 +1,237 @@
+"""Rounding to any format: ``round``, ``encode``, ``decode`` (DESIGN §5).
+
+The front ends here validate every argument once into a :class:`RoundSpec` (one
+option struct, one validator, as in CPFloat) and hand flat, contiguous arrays to
+a backend kernel.  The NumPy backend is the definition; the others are tested to
+be bit-identical to it.
+
+Decisions the DESIGN leaves open, made here and documented:
+
+* Rounding is done on the format's full grid including subnormals; with
+  ``subnormals=False`` (or a format without subnormals) a non-zero *result* below
+  the smallest normal is then flushed to signed zero (tininess after rounding).
+  ``flush_inputs=True`` (DAZ) replaces inputs whose magnitude is below the
+  target's smallest normal by signed zero before rounding.
+* Round-to-odd overflows like round-toward-zero (``default`` gives ±max): it never
+  moves past the truncated value by more than the sticky bit.
+* Stochastic modes overflow like the nearest modes (``default`` gives ±Inf, or
+  NaN / saturation where the format lacks Inf / NaN).
+* Formats without NaN (FP4, FP6) have no right answer for a NaN input:
+  ``round``/``encode`` raise ``ValueError`` instead of inventing one (ml_dtypes
+  returns a zero).  ±Inf saturate there under every policy.
+* Formats without zero (E8M0): 0 and -0 are NaN (as in ml_dtypes), positive
+  values too small to round to the smallest value give the smallest value.
+* Unsigned formats: any value below zero is NaN; -0 is +0.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .formats import Format, get_format
+from .random import normalize_seed
+
+__all__ = ["Rounding", "Overflow", "RoundSpec", "make_round_spec", "round", "encode", "decode"]
+
+
+class Rounding(str, enum.Enum):
+    """Rounding modes (string values; long aliases accepted by :meth:`parse`)."""
+
+    RNE = "rne"
+    RNA = "rna"
+    RTZ = "rtz"
+    RUP = "rup"
+    RDN = "rdn"
+    RTO = "rto"
+    SR = "sr"
+    SR_EQUAL = "sr_equal"
+
+    @classmethod
+    def parse(cls, value: str | Rounding, arg: str = "rounding") -> Rounding:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            key = value.strip().lower()
+            key = _ROUNDING_ALIASES.get(key, key)
+            for member in cls:
+                if member.value == key:
+                    return member
+        allowed = ", ".join(m.value for m in cls) + " (aliases: " + ", ".join(_ROUNDING_ALIASES) + ")"
+        raise ValueError(f"{arg}={value!r} is not a rounding mode; allowed: {allowed}")
+
+    @property
+    def stochastic(self) -> bool:
+        return self in (Rounding.SR, Rounding.SR_EQUAL)
+
+
+_ROUNDING_ALIASES = {
+    "nearest_even": "rne", "nearest": "rne", "nearest_away": "rna", "toward_zero": "rtz",
+    "truncate": "rtz", "up": "rup", "toward_positive": "rup", "down": "rdn",
+    "toward_negative": "rdn", "odd": "rto", "stochastic": "sr", "stochastic_equal": "sr_equal",
+}
+
+
+class Overflow(str, enum.Enum):
+    """What happens to values beyond the largest finite one."""
+
+    DEFAULT = "default"
+    SATURATE = "saturate"
+    SATURATE_FINITE = "saturate_finite"
+
+    @classmethod
+    def parse(cls, value: str | Overflow, arg: str = "overflow") -> Overflow:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            key = value.strip().lower()
+            for member in cls:
+                if member.value == key:
+                    return member
+        allowed = ", ".join(m.value for m in cls)
+        raise ValueError(f"{arg}={value!r} is not an overflow policy; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """Everything a rounding kernel needs, validated (see :func:`make_round_spec`)."""
+
+    format: Format
+    rounding: Rounding = Rounding.RNE
+    overflow: Overflow = Overflow.DEFAULT
+    subnormals: bool = True
+    flush_inputs: bool = False
+    seed: int | None = None
+    sr_bits: int = 64
+    via: str | None = None
+
+    @property
+    def keeps_subnormals(self) -> bool:
+        return self.subnormals and self.format.has_subnormals
+
+
+def _check_bool(arg: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{arg}={value!r} must be True or False")
+    return bool(value)
+
+
+def make_round_spec(fmt: str | Format, rounding: str | Rounding = "rne", overflow: str | Overflow = "default",
+                    subnormals: bool = True, flush_inputs: bool = False, seed: int | None = None,
+                    sr_bits: int | None = None, via: str | None = None) -> RoundSpec:
+    """Validate rounding arguments once; raises ValueError/TypeError naming the argument."""
+    fmt = get_format(fmt)
+    rounding = Rounding.parse(rounding)
+    overflow = Overflow.parse(overflow)
+    subnormals = _check_bool("subnormals", subnormals)
+    flush_inputs = _check_bool("flush_inputs", flush_inputs)
+    if sr_bits is None:
+        sr_bits = 64
+    elif isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)):
+        raise TypeError(f"sr_bits={sr_bits!r} must be an int in 1..64 or None")
+    elif not 1 <= sr_bits <= 64:
+        raise ValueError(f"sr_bits={sr_bits} not allowed; must be 1..64 or None (64)")
+    elif rounding is not Rounding.SR:
+        raise ValueError(f"sr_bits={sr_bits} only applies to rounding='sr', not rounding={rounding.value!r}")
+    if rounding.stochastic:
+        if seed is None:
+            raise ValueError(f"rounding={rounding.value!r} is stochastic and needs seed=<int>; got seed=None")
+        seed = normalize_seed(seed)
+    elif seed is not None:
+        seed = normalize_seed(seed)
+    if via not in (None, "fp32"):
+        raise ValueError(f"via={via!r} not allowed; choose None or 'fp32'")
+    return RoundSpec(fmt, rounding, overflow, subnormals, flush_inputs, seed, int(sr_bits), via)
+
+
+def _float_input(x: Any, arg: str = "x") -> np.ndarray:
+    xp = np.asarray(x)
+    if xp.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{arg} has dtype {xp.dtype}; allowed: float32, float64 "
+                        f"(convert explicitly, e.g. x.astype(np.float32))")
+    return xp
+
+
+def fits_float32(fmt: Format) -> bool:
+    """True when every value of ``fmt`` is a float32 value."""
+    return fmt.emax <= 127 and fmt.mantissa_bits <= 23 and fmt.smallest_subnormal >= 2.0 ** -149
+
+
+def _contains_float32(fmt: Format) -> bool:
+    return fmt.mantissa_bits >= 23 and fmt.emax >= 127 and fmt.emin <= -126 and fmt.smallest_subnormal <= 2.0 ** -149
+
+
+def check_input_dtype(fmt: Format, dtype: np.dtype, arg: str = "x") -> None:
+    """A float32 input can only be rounded to a format whose results fit float32."""
+    if dtype == np.float32 and not (fits_float32(fmt) or _contains_float32(fmt)):
+        raise ValueError(f"format={fmt.name!r} has results that float32 cannot hold; pass {arg} as float64")
+
+
+def _prepare(x: Any, spec: RoundSpec) -> np.ndarray:
+    xp = _float_input(x)
+    if spec.via == "fp32" and xp.dtype == np.float64:
+        xp = xp.astype(np.float32).astype(np.float64)
+    check_input_dtype(spec.format, xp.dtype)
+    if spec.format.nan == "none":
+        nans = np.isnan(xp)
+        if nans.any():
+            first = tuple(int(i) for i in np.argwhere(nans)[0])
+            raise ValueError(f"x holds NaN (first at index {first}) but format={spec.format.name!r} has no NaN; "
+                             "no value is right: replace NaNs before rounding")
+    return np.ascontiguousarray(xp)
+
+
+def round(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow: str | Overflow = "default",
+          subnormals: bool = True, flush_inputs: bool = False, seed: int | None = None,
+          sr_bits: int | None = None, via: str | None = None, backend: str = "auto") -> np.ndarray:
+    """Round ``x`` to ``fmt``; returns an array of ``x``'s float dtype and shape holding
+    values exactly representable in ``fmt`` (NaN stays NaN, ±Inf where the format has them).
+    """
+    from .backends import select_backend
+
+    spec = make_round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
+    xp = _prepare(x, spec)
+    kernel = select_backend(backend, xp)
+    return kernel.round_values(xp.reshape(-1), spec, 0).reshape(xp.shape)
+
+
+def encode(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow: str | Overflow = "default",
+           subnormals: bool = True, flush_inputs: bool = False, seed: int | None = None,
+           sr_bits: int | None = None, via: str | None = None, backend: str = "auto") -> np.ndarray:
+    """Round ``x`` to ``fmt`` and return the codes (``fmt.code_dtype``: uint8/16/32/64).
+
+    NaN becomes the canonical quiet NaN code (keeping the sign where the format has one).
+    """
+    from .backends import select_backend
+
+    spec = make_round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
+    xp = _prepare(x, spec)
+    kernel = select_backend(backend, xp)
+    return kernel.encode_values(xp.reshape(-1), spec, 0).reshape(xp.shape)
+
+
+def decode_dtype(fmt: Format) -> np.dtype:
+    """float32 where every value of the format is a float32, else float64."""
+    return np.dtype(np.float32) if fits_float32(fmt) else np.dtype(np.float64)
+
+
+def decode(codes: Any, fmt: str | Format, backend: str = "auto") -> np.ndarray:
+    """Values of ``codes`` in ``fmt``: float32 for formats inside float32, else float64."""
+    from .backends import select_backend
+
+    fmt = get_format(fmt)
+    cp = np.asarray(codes)
+    if cp.dtype.kind not in "ui":
+        raise TypeError(f"codes has dtype {cp.dtype}; allowed: unsigned or signed integer dtypes")
+    if cp.size:
+        lo, hi = int(cp.min()), int(cp.max())
+        if lo < 0 or hi >= 1 << fmt.bits:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"codes holds {bad}, outside 0..{(1 << fmt.bits) - 1} for format={fmt.name!r}")
+    cp = np.ascontiguousarray(cp.astype(fmt.code_dtype, copy=False))
+    kernel = select_backend(backend, cp)
+    return kernel.decode_codes(cp.reshape(-1), fmt).reshape(cp.shape)
+
