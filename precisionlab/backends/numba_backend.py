@@ -14,7 +14,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from ..formats import Format
-from ..rounding import Overflow, RoundSpec, Rounding, decode_dtype
+from ..rounding import Overflow, RoundSpec, Rounding, decode_dtype, fits_float32
+from . import _u32 as U
 
 name = "numba"
 
@@ -219,17 +220,179 @@ def _encode_kernel(x, out, start, mode, m, emin, seed, sr_bits, flush_below, bia
         out[i] = code
 
 
+# ---- float32 fast path -------------------------------------------------------------
+# The same arithmetic in 32-bit lanes (see _u32): exponents carry an offset of 149 so
+# every quantity is unsigned; Q = q + 149 is the quantum exponent, E149 = E + 149 the
+# input's.  Valid for float32 inputs and formats whose values all fit float32.
+
+@njit(inline="always")
+def _f32_core(u, m, emin149, flush_bits):
+    """Split |x| into integer significand ``sig`` and find the shift ``s`` to the target grid."""
+    a = U.and_(u, 0x7FFFFFFF)
+    a = U.sel(U.ult(a, flush_bits), 0, a)
+    expf = U.shr(a, 23)
+    frac = U.and_(a, 0x7FFFFF)
+    sub_in = U.ueq(expf, 0)
+    log2frac = U.sub(U.shr(U.as_u32(U.u2f(frac)), 23), 127)
+    e149 = U.sel(sub_in, log2frac, U.add(expf, 22))
+    sig = U.sel(sub_in, frac, U.or_(frac, 0x800000))
+    E149 = U.sel(sub_in, 0, U.sub(expf, 1))
+    Q = U.sub(U.sel(U.ult(e149, emin149), emin149, e149), m)
+    shift = U.sub(Q, E149)
+    s = U.sel(U.ult(31, shift), 31, shift)
+    return a, sig, Q, shift, s
+
+
+@njit(inline="always")
+def _f32_decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto):
+    """Deterministic modes as one increment added before the shift (k_* are 0/1 per call)."""
+    mask = U.sub(U.shl(1, s), 1)
+    odd = U.and_(U.shr(sig, s), 1)
+    negative = U.shr(u, 31)
+    inc = U.add(U.and_(U.shr(U.add(mask, odd), 1), U.sub(0, k_rne)),
+                U.and_(U.shr(U.add(mask, 1), 1), U.sub(0, k_rna)))
+    inc = U.add(inc, U.and_(mask, U.sub(0, U.and_(k_dir, U.sel(U.ueq(negative, dir_neg), 1, 0)))))
+    N = U.shr(U.add(sig, inc), s)
+    inexact = U.sel(U.ueq(U.and_(sig, mask), 0), 0, 1)
+    return U.or_(N, U.and_(inexact, k_rto))
+
+
+@njit(inline="always")
+def _f32_decide_sr(mode, seed, counter, sr_bits, sig, shift, s):
+    N = U.shr(sig, s)
+    rem = U.sub(sig, U.shl(N, s))
+    z = _splitmix64(seed, counter)
+    inexact = not U.ueq(rem, 0)
+    if mode == 7:
+        up = inexact & ((z >> np.uint64(63)) == 1)
+    else:
+        R = z >> np.uint64(64 - sr_bits)
+        d = np.int64(shift) - sr_bits
+        r64 = np.uint64(rem)
+        if d >= 0:
+            f = r64 >> np.uint64(d) if d < 64 else np.uint64(0)
+        else:
+            f = r64 << np.uint64(-d)
+        threshold = (np.uint64(0) - f) if sr_bits == 64 else ((np.uint64(1) << np.uint64(sr_bits)) - f)
+        up = inexact & (f > 0) & (R >= threshold)
+    return U.add(N, U.b2u(up))
+
+
+@njit(inline="always")
+def _f32_finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned,
+                fnuz):
+    """The rounded magnitude N * 2^q through flushing, overflow and special inputs.
+
+    Per-call constants: ``fmin_keep`` results below it flush to 0; ``floor_val`` replaces a
+    non-zero input rounded to 0 (no-zero formats); ``over_pos``/``over_neg`` are what a
+    finite overflow becomes; ``inf_val``/``zero_val`` are what ±Inf / ±0 inputs become.
+    Returns (signed float32 value, negative flag)."""
+    negative = U.ult(0x7FFFFFFF, u)
+    p = U.sel(U.ult(Q, 23), U.shl(1, U.sel(U.ult(Q, 31), Q, 31)), U.shl(U.sub(Q, 22), 23))
+    r = U.u2f(N) * U.as_f32(p)
+    r = np.float32(0.0) if r < fmin_keep else r
+    r = floor_val if r == np.float32(0.0) else r
+    r = (over_neg if negative else over_pos) if r > fmax else r
+    r = inf_val if U.ueq(a, 0x7F800000) else r
+    r = zero_val if U.ueq(a, 0) else r
+    r = np.float32(np.nan) if U.ult(0x7F800000, a) else r
+    r = np.float32(np.nan) if (unsigned & negative & (r != np.float32(0.0))) else r
+    negative = negative & (not unsigned) & ((not fnuz) | ((r != np.float32(0.0)) & (r == r)))
+    return (-r if negative else r), negative
+
+
+@njit(parallel=True, cache=True)
+def _round_f32_kernel(xb, out, start, mode, m, emin149, flush_bits, k_rne, k_rna, k_dir, dir_neg, k_rto, seed,
+                      sr_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz):
+    for i in prange(xb.size):
+        u = xb[i]
+        a, sig, Q, shift, s = _f32_core(u, m, emin149, flush_bits)
+        if mode < 6:
+            N = _f32_decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto)
+        else:
+            N = _f32_decide_sr(mode, seed, np.uint64(start + i), sr_bits, sig, shift, s)
+        out[i] = _f32_finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val,
+                             unsigned, fnuz)[0]
+
+
+@njit(parallel=True, cache=True)
+def _encode_f32_kernel(xb, out, start, mode, m, emin149, flush_bits, k_rne, k_rna, k_dir, dir_neg, k_rto, seed,
+                       sr_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz,
+                       code_base, sign_mask, smallest, smallest_code, max_code, inf_code, nan_code, nan_signed):
+    for i in prange(xb.size):
+        u = xb[i]
+        a, sig, Q, shift, s = _f32_core(u, m, emin149, flush_bits)
+        if mode < 6:
+            N = _f32_decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto)
+        else:
+            N = _f32_decide_sr(mode, seed, np.uint64(start + i), sr_bits, sig, shift, s)
+        r, negative = _f32_finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val,
+                                  unsigned, fnuz)
+        mag = abs(r)
+        # N * 2^q in the format: ((q + m + bias) << m) + N - 2^m, q = Q - 149 (code_base = bias + m - 149);
+        # values the finish step substituted have fixed codes
+        code = U.sub(U.add(U.shl(U.add(Q, code_base), m), N), U.shl(1, m))
+        code = U.sel(mag == fmax, max_code, code)
+        code = U.sel(mag == smallest, smallest_code, code)
+        code = U.sel(mag == np.float32(0.0), 0, code)
+        code = U.sel(mag == np.float32(np.inf), inf_code, code)
+        code = U.or_(code, U.sel(negative, sign_mask, 0))
+        code = U.sel(r != r, U.or_(nan_code, U.sel(negative & nan_signed, sign_mask, 0)), code)
+        out[i] = code
+
+
+def _fast_path(x: np.ndarray, spec: RoundSpec) -> bool:
+    return x.dtype == np.float32 and fits_float32(spec.format)
+
+
+def _params_f32(spec: RoundSpec):
+    """Per-call constants of the float32 kernels (the policy, resolved to values)."""
+    fmt, mode, policy = spec.format, spec.rounding, spec.overflow
+    nan = np.float32(np.nan)
+    no_inf = (nan if fmt.nan != "none" else np.float32(fmt.max))
+    inf = np.float32(np.inf) if fmt.has_inf else no_inf
+    fmax = np.float32(fmt.max)
+    if policy is Overflow.DEFAULT:
+        pos_inf = mode not in (Rounding.RTZ, Rounding.RTO, Rounding.RDN)
+        neg_inf = mode not in (Rounding.RTZ, Rounding.RTO, Rounding.RUP)
+        over_pos, over_neg = (inf if pos_inf else fmax), (inf if neg_inf else fmax)
+    else:
+        over_pos = over_neg = fmax
+    inf_val = fmax if policy is Overflow.SATURATE else inf
+    flush_below = fmt.smallest_normal if spec.flush_inputs else 0.0
+    return (_MODES[mode], np.uint32(fmt.mantissa_bits), np.uint32(fmt.emin + 149),
+            np.uint32(np.float32(flush_below).view(np.uint32)),
+            np.uint32(mode is Rounding.RNE), np.uint32(mode is Rounding.RNA),
+            np.uint32(mode in (Rounding.RUP, Rounding.RDN)), np.uint32(mode is Rounding.RDN),
+            np.uint32(mode is Rounding.RTO), np.uint64(spec.seed or 0), spec.sr_bits,
+            np.float32(0.0 if spec.keeps_subnormals else fmt.smallest_normal),
+            np.float32(0.0 if fmt.has_zero else fmt.smallest_subnormal), fmax, over_pos, over_neg, inf_val,
+            np.float32(0.0) if fmt.has_zero else nan, not fmt.signed, fmt.nan == "fnuz")
+
+
 def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
     out = np.empty_like(x)
+    if _fast_path(x, spec):
+        _round_f32_kernel(x.view(np.uint32), out, np.uint64(counter_start), *_params_f32(spec))
+        return out
     _round_kernel(x, out, np.uint64(counter_start), *_params(spec))
     return out
 
 
 def encode_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
     fmt = spec.format
-    out = np.empty(x.shape, dtype=np.uint64)
     nan_code = fmt.nan_code if fmt.nan_code is not None else 0
     inf_code = fmt.inf_code if fmt.inf_code is not None else 0
+    if _fast_path(x, spec):
+        out = np.empty(x.shape, dtype=fmt.code_dtype)
+        smallest_code = 1 if fmt.has_subnormals and fmt.mantissa_bits else (1 << fmt.mantissa_bits) * (fmt.has_zero)
+        _encode_f32_kernel(x.view(np.uint32), out, np.uint64(counter_start), *_params_f32(spec),
+                           np.uint32((fmt.bias + fmt.mantissa_bits - 149) & 0xFFFFFFFF), np.uint32(fmt.sign_mask),
+                           np.float32(fmt.smallest_subnormal), np.uint32(smallest_code),
+                           np.uint32(fmt._max_magnitude_code), np.uint32(inf_code), np.uint32(nan_code),
+                           fmt.nan in ("ieee", "fn"))
+        return out
+    out = np.empty(x.shape, dtype=np.uint64)
     _encode_kernel(x, out, np.uint64(counter_start), *_params(spec), np.uint64(fmt.sign_mask),
                    np.uint64(fmt._max_magnitude_code), np.uint64(inf_code), np.uint64(nan_code),
                    fmt.nan in ("ieee", "fn"))
