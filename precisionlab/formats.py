@@ -15,6 +15,12 @@ NaN encodings (``nan``):
 * ``"fnuz"`` -- only the negative-zero code ``1.0000.000`` is NaN and there is no
   -0 (AMD MI300, P3109 signed).  With ``has_inf`` the all-ones magnitude is Inf.
 * ``"none"`` -- no NaN (OCP FP4/FP6); every code is a number.
+
+The exponent field 0 holds subnormals (``has_subnormals=True``, the default) or,
+with ``has_subnormals=False``, only ±0 (every mantissa there decodes as zero, as
+flush-to-zero hardware reads it), so the smallest normal is the same either way.
+Exponent-only formats without a zero (``has_zero=False``, E8M0) use the field 0
+as their lowest normal binade.
 """
 
 from __future__ import annotations
@@ -76,7 +82,13 @@ class Format:
         if not self.has_zero and (self.mantissa_bits != 0 or self.has_subnormals):
             raise ValueError("Format: has_zero=False is only meaningful for exponent-only formats "
                              "(mantissa_bits=0, has_subnormals=False), like e8m0")
-        if self._max_magnitude_code <= 0:
+        if not self.has_zero and self.nan in ("none", "fnuz"):
+            raise ValueError(f"Format: has_zero=False with nan={self.nan!r} is not allowed: rounding 0 gives NaN "
+                             "there, so the format needs a NaN code apart from -0 (nan='fn' or 'ieee')")
+        if self.nan == "ieee" and m == 0:
+            raise ValueError(f"Format: nan='ieee' with exponent_bits={e}, mantissa_bits=0 has no NaN code (the "
+                             "all-ones exponent is only Inf); use mantissa_bits >= 1 or nan='fn'")
+        if self._max_magnitude_code <= 0 or self.decode_exact(self._max_magnitude_code) == 0:
             raise ValueError(f"Format: exponent_bits={e}, mantissa_bits={m}, nan={self.nan!r}, "
                              f"has_inf={self.has_inf} leave no finite non-zero value")
         emax = self.emax
@@ -155,7 +167,8 @@ class Format:
     def is_nan_code(self, code: int) -> bool:
         mag = code & ~self.sign_mask
         if self.nan == "ieee":
-            return (mag >> self.mantissa_bits) == (1 << self.exponent_bits) - 1 and (mag & ((1 << self.mantissa_bits) - 1)) != 0
+            all_ones_exponent = (mag >> self.mantissa_bits) == (1 << self.exponent_bits) - 1
+            return all_ones_exponent and (mag & ((1 << self.mantissa_bits) - 1)) != 0
         if self.nan == "fn":
             return mag == self._all_ones_magnitude
         if self.nan == "fnuz":
@@ -178,10 +191,12 @@ class Format:
             return -math.inf if negative else math.inf
         exp_field = mag >> self.mantissa_bits
         frac = mag & ((1 << self.mantissa_bits) - 1)
-        if exp_field == 0 and self.has_subnormals:
-            value = Fraction(frac, 1 << self.mantissa_bits) * Fraction(2) ** (1 - self.bias)
+        if exp_field == 0 and self.has_zero:       # subnormal, or (without subnormals) zero
+            value = Fraction(frac, 1 << self.mantissa_bits) * Fraction(2) ** (1 - self.bias) if self.has_subnormals \
+                else Fraction(0)
         else:
-            value = Fraction((1 << self.mantissa_bits) + frac, 1 << self.mantissa_bits) * Fraction(2) ** (exp_field - self.bias)
+            significand = Fraction((1 << self.mantissa_bits) + frac, 1 << self.mantissa_bits)
+            value = significand * Fraction(2) ** (exp_field - self.bias)
         if value == 0:
             return -0.0 if negative else 0.0
         return -value if negative else value
@@ -202,8 +217,12 @@ class Format:
 
     @property
     def emin(self) -> int:
-        """Exponent of the smallest normal value."""
-        return (1 if self.has_subnormals else 0) - self.bias
+        """Exponent of the smallest normal value.
+
+        The exponent field 0 holds subnormals, or (``has_subnormals=False``) only ±0;
+        in a format without zero (E8M0) it is the lowest normal binade.
+        """
+        return (1 if self.has_zero else 0) - self.bias
 
     @property
     def maxexp(self) -> int:
@@ -357,6 +376,13 @@ def get_format(fmt: str | Format) -> Format:
         digits = rest.rstrip("uf")
         flags = rest[len(digits):]
         if body.isdigit() and digits.isdigit() and set(flags) <= {"u", "f"} and len(set(flags)) == len(flags):
-            return p3109(int(body), int(digits), signed="u" not in flags, extended="f" not in flags)
-    allowed = ", ".join(sorted(formats)) + "; aliases " + ", ".join(sorted(_ALIASES)) + "; binary{K}p{P}[u][f]"
-    raise ValueError(f"format={fmt!r} is not a known format; allowed: {allowed}")
+            try:
+                return p3109(int(body), int(digits), signed="u" not in flags, extended="f" not in flags)
+            except ValueError as exc:
+                raise ValueError(f"format={fmt!r} is not a valid P3109 format ({exc}); allowed: "
+                                 f"{_allowed_names()}") from None
+    raise ValueError(f"format={fmt!r} is not a known format; allowed: {_allowed_names()}")
+
+
+def _allowed_names() -> str:
+    return ", ".join(sorted(formats)) + "; aliases " + ", ".join(sorted(_ALIASES)) + "; binary{K}p{P}[u][f]"

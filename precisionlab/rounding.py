@@ -21,7 +21,9 @@ Decisions the DESIGN leaves open, made here and documented:
   returns a zero).  ±Inf saturate there under every policy.
 * Formats without zero (E8M0): 0 and -0 are NaN (as in ml_dtypes), positive
   values too small to round to the smallest value give the smallest value.
-* Unsigned formats: any value below zero is NaN; -0 is +0.
+* Unsigned formats: any value below zero is NaN (also one too small to round to a
+  non-zero value); -0 is +0.  An unsigned format without NaN raises ValueError
+  for negative inputs, as FP4/FP6 do for NaN.
 """
 
 from __future__ import annotations
@@ -176,12 +178,19 @@ def _prepare(x: Any, spec: RoundSpec) -> np.ndarray:
         xp = xp.astype(np.float32).astype(np.float64)
     check_input_dtype(spec.format, xp.dtype)
     if spec.format.nan == "none":
-        nans = np.isnan(xp)
-        if nans.any():
-            first = tuple(int(i) for i in np.argwhere(nans)[0])
-            raise ValueError(f"x holds NaN (first at index {first}) but format={spec.format.name!r} has no NaN; "
-                             "no value is right: replace NaNs before rounding")
-    return np.ascontiguousarray(xp)
+        _reject(np.isnan(xp), "NaN", spec.format, "replace NaNs before rounding")
+        if not spec.format.signed:
+            _reject(np.signbit(xp) & (np.abs(xp) >= (spec.format.smallest_normal if spec.flush_inputs else 0))
+                    & (xp != 0), "a negative value", spec.format, "it is unsigned")
+    return np.ascontiguousarray(xp).reshape(xp.shape)    # ascontiguousarray makes 0-d arrays 1-d
+
+
+def _reject(where: np.ndarray, what: str, fmt: Format, hint: str) -> None:
+    """A value the format cannot answer for (it has no NaN to give): a ValueError naming the first."""
+    if where.any():
+        first = tuple(int(i) for i in np.argwhere(where)[0]) if where.ndim else ()
+        raise ValueError(f"x holds {what} (first at index {first}) but format={fmt.name!r} has no NaN; "
+                         f"no value is right: {hint}")
 
 
 def round(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow: str | Overflow = "default",
@@ -231,7 +240,7 @@ def decode(codes: Any, fmt: str | Format, backend: str = "auto") -> np.ndarray:
         if lo < 0 or hi >= 1 << fmt.bits:
             bad = lo if lo < 0 else hi
             raise ValueError(f"codes holds {bad}, outside 0..{(1 << fmt.bits) - 1} for format={fmt.name!r}")
-    cp = np.ascontiguousarray(cp.astype(fmt.code_dtype, copy=False))
+    cp = np.ascontiguousarray(cp.astype(fmt.code_dtype, copy=False)).reshape(cp.shape)
     kernel = select_backend(backend, cp)
     return kernel.decode_codes(cp.reshape(-1), fmt).reshape(cp.shape)
 

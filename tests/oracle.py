@@ -21,8 +21,9 @@ magnitudes are Inf/NaN depends on ``nan`` (see formats.py):
   magnitude is Inf;
 * ``none``: every code is a number.
 
-Without subnormals the lowest binade starts at ``2^-bias`` (exponent field 0 is
-normal, as in E8M0); a format with ``has_zero`` also holds 0.
+Without subnormals the exponent field 0 holds only ±0 (every mantissa there reads
+as zero), except in formats without a zero (E8M0), where it is the lowest normal
+binade, starting at ``2^-bias``.
 
 Rounding is done on an *extended* grid: the format's binades continued without an
 upper bound (so E4M3's 448 is followed by a virtual 480, and 464 is a tie between
@@ -82,7 +83,7 @@ class OFormat:
     @property
     def e0(self) -> int:
         """Exponent of the smallest normal value (the lowest normal binade)."""
-        return 1 - self.bias if self.sub else -self.bias
+        return 1 - self.bias if self.has_zero else -self.bias
 
     @property
     def min_normal(self) -> Fraction:
@@ -118,8 +119,8 @@ class OFormat:
     def mag_value(self, mag: int) -> Fraction:
         """The value of a numeric magnitude code."""
         E, f = mag >> self.m, mag & ((1 << self.m) - 1)
-        if E == 0 and self.sub:
-            return f * Fraction(2) ** (1 - self.bias - self.m)
+        if E == 0 and self.has_zero:
+            return f * Fraction(2) ** (1 - self.bias - self.m) if self.sub else Fraction(0)
         return ((1 << self.m) + f) * Fraction(2) ** (E - self.bias - self.m)
 
     @property

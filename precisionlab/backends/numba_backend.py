@@ -14,7 +14,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from ..formats import Format
-from ..rounding import Overflow, RoundSpec, Rounding, decode_dtype, fits_float32
+from ..rounding import Overflow, Rounding, RoundSpec, decode_dtype, fits_float32
 from . import _u32 as U
 
 name = "numba"
@@ -75,7 +75,8 @@ def _round_one(v, mode, m, emin, seed, counter, sr_bits, flush_below):
     sub = expf == 0
     M = frac if sub else frac | np.uint64(1 << 52)
     E = np.int64(-1074) if sub else expf - 1075
-    e = np.int64(-1075) if sub else expf - 1023
+    # floor(log2 |v|); for a subnormal input from the exponent of float(frac), exact below 2^53
+    e = (np.int64(_f64_bits(np.float64(frac)) >> np.uint64(52)) - 2097) if sub else expf - 1023
     q = max(e, emin) - m
     shift = q - E
     s = min(shift, 60)
@@ -151,7 +152,7 @@ def _finish(v, N, q, a, mode, m, bias, over_inf_default, policy, fmax, fmin_norm
     if is_nan:
         cls = 4
     if not signed:
-        if negative and r != 0.0:
+        if negative and (a > 0.0 or is_inf):
             cls = 4
         negative = False
     if (not has_zero) and r == 0.0:
@@ -296,7 +297,7 @@ def _f32_finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_
     r = inf_val if U.ueq(a, 0x7F800000) else r
     r = zero_val if U.ueq(a, 0) else r
     r = np.float32(np.nan) if U.ult(0x7F800000, a) else r
-    r = np.float32(np.nan) if (unsigned & negative & (r != np.float32(0.0))) else r
+    r = np.float32(np.nan) if (unsigned & negative & (not U.ueq(a, 0))) else r
     negative = negative & (not unsigned) & ((not fnuz) | ((r != np.float32(0.0)) & (r == r)))
     return (-r if negative else r), negative
 
@@ -400,7 +401,8 @@ def encode_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndar
 
 
 @njit(parallel=True, cache=True)
-def _decode_kernel(codes, out, m, bias, emin, has_sub, sign_mask, inf_code, has_inf, nan_kind, e_all_ones):
+def _decode_kernel(codes, out, m, bias, emin, has_sub, has_zero, sign_mask, inf_code, has_inf, nan_kind,
+                   e_all_ones):
     mant_mask = (np.uint64(1) << np.uint64(m)) - np.uint64(1)
     for i in prange(codes.size):
         c = np.uint64(codes[i])
@@ -408,7 +410,9 @@ def _decode_kernel(codes, out, m, bias, emin, has_sub, sign_mask, inf_code, has_
         mag = c & ~sign_mask
         ef = np.int64(mag >> np.uint64(m))
         fr = np.float64(np.int64(mag & mant_mask))
-        if ef == 0 and has_sub:
+        if ef == 0 and has_zero and not has_sub:
+            r = 0.0
+        elif ef == 0 and has_sub:
             r = fr * _pow2(emin - m) if emin - m >= -1022 else (fr * _pow2(emin - m + 64)) * 5.421010862427522e-20
         else:
             r = (fr + _pow2(m)) * _pow2(ef - bias - m) if ef - bias - m >= -1022 else \
@@ -432,7 +436,7 @@ def _decode_kernel(codes, out, m, bias, emin, has_sub, sign_mask, inf_code, has_
 def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     out = np.empty(codes.shape, dtype=decode_dtype(fmt))
     nan_kind = {"ieee": 0, "fn": 1, "fnuz": 2, "none": 3}[fmt.nan]
-    _decode_kernel(codes, out, fmt.mantissa_bits, fmt.bias, fmt.emin, fmt.has_subnormals,
+    _decode_kernel(codes, out, fmt.mantissa_bits, fmt.bias, fmt.emin, fmt.has_subnormals, fmt.has_zero,
                    np.uint64(fmt.sign_mask), np.uint64(fmt.inf_code or 0), fmt.has_inf, nan_kind,
                    (1 << fmt.exponent_bits) - 1)
     return out

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..formats import Format
 from ..random import random_bits
-from ..rounding import Overflow, RoundSpec, Rounding, decode_dtype
+from ..rounding import Overflow, Rounding, RoundSpec, decode_dtype
 
 name = "numpy"
 
@@ -134,7 +134,7 @@ def round_to_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> tuple
 
     # unsigned formats: below zero is NaN, -0 is +0; formats without zero: ±0 is NaN
     if not fmt.signed:
-        is_nan = is_nan | (negative & (rounded != 0))
+        is_nan = is_nan | (negative & ((mag > 0) | is_inf))
         negative = np.zeros_like(negative)
     if not fmt.has_zero:
         is_nan = is_nan | (rounded == 0)
@@ -160,7 +160,7 @@ def values_to_codes(mag: np.ndarray, negative: np.ndarray, is_nan: np.ndarray, f
     # normal: exponent field e + bias, fraction bits of the significand
     sig = np.ldexp(frac, m + 1).astype(np.uint64)                 # 1.xxx * 2^m, exact
     normal_code = (((e + fmt.bias).astype(np.uint64)) << np.uint64(m)) | (sig - (np.uint64(1) << np.uint64(m)))
-    sub_code = np.ldexp(safe, m - fmt.emin).astype(np.uint64)     # multiples of 2^(emin - m)
+    sub_code = np.ldexp(np.where(normal, 0.0, safe), m - fmt.emin).astype(np.uint64)   # multiples of 2^(emin - m)
     code = np.where(normal, normal_code, sub_code)
     code = np.where(mag == 0, np.uint64(0), code)
     if fmt.inf_code is not None:
@@ -189,12 +189,10 @@ def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     mag = c & ~np.uint64(fmt.sign_mask)
     exp_field = (mag >> np.uint64(m)).astype(np.int64)
     frac = (mag & np.uint64((1 << m) - 1)).astype(np.float64)
-    if fmt.has_subnormals:
-        value = np.where(exp_field == 0,
-                         np.ldexp(frac, fmt.emin - m),
-                         np.ldexp(frac + 2.0 ** m, (exp_field - fmt.bias - m).astype(np.int32)))
-    else:
-        value = np.ldexp(frac + 2.0 ** m, (exp_field - fmt.bias - m).astype(np.int32))
+    value = np.ldexp(frac + 2.0 ** m, (exp_field - fmt.bias - m).astype(np.int32))
+    if fmt.has_zero:      # exponent field 0: subnormals, or only zeros without subnormals
+        sub = np.ldexp(frac, fmt.emin - m) if fmt.has_subnormals else np.zeros_like(frac)
+        value = np.where(exp_field == 0, sub, value)
     if fmt.inf_code is not None:
         value = np.where(mag == np.uint64(fmt.inf_code), np.inf, value)
     is_nan = np.zeros(c.shape, dtype=bool)
