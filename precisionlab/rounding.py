@@ -158,8 +158,9 @@ def _float_input(x: Any, arg: str = "x") -> np.ndarray:
 
 
 def fits_float32(fmt: Format) -> bool:
-    """True when every value of ``fmt`` is a float32 value."""
-    return fmt.emax <= 127 and fmt.mantissa_bits <= 23 and fmt.smallest_subnormal >= 2.0 ** -149
+    """True when every value of ``fmt`` is a float32 value: at most 24 significant bits, and
+    the spacing of the lowest binade (2^(emin - m), also without subnormals) at least 2^-149."""
+    return fmt.emax <= 127 and fmt.mantissa_bits <= 23 and fmt.emin - fmt.mantissa_bits >= -149
 
 
 def _contains_float32(fmt: Format) -> bool:

@@ -45,7 +45,7 @@ def same(a: float, b: float) -> bool:
 def fits_float32(f) -> bool:
     """Every value of the format is a float32 (so float32 inputs are allowed)."""
     f = of(f)
-    return f.m <= 23 and f.max <= Fraction(F32_MAX) and f.smallest >= Fraction(2) ** -149
+    return f.m <= 23 and f.max <= Fraction(F32_MAX) and Fraction(2) ** (f.e0 - f.m) >= Fraction(2) ** -149
 
 
 def oracle_array(x: np.ndarray, fmt, mode="rne", overflow="default", subnormals=True, flush_inputs=False,
@@ -714,3 +714,16 @@ def test_format_without_subnormals_flushes_like_ftz(backend):
     zero_field = (codes & 0x7C00) == 0
     assert np.all(vals[zero_field] == 0) and np.array_equal(np.signbit(vals[zero_field]), codes[zero_field] >= 0x8000)
     assert np.array_equal(vals[~zero_field], pl.decode(codes[~zero_field], fp16, backend=backend), equal_nan=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_subnormal_format_below_float32_spacing_needs_float64(backend):
+    """Without subnormals the lowest binade still has spacing 2^(emin - m): here 2^-150, finer
+    than float32 can hold, so float32 inputs are refused and float64 ones round exactly."""
+    fmt = pl.Format(exponent_bits=8, mantissa_bits=22, bias=129, has_subnormals=False)
+    assert fmt.emin - fmt.mantissa_bits == -150
+    with pytest.raises(ValueError, match="float64"):
+        pl.round(np.ones(2, np.float32), fmt, backend=backend)
+    x = np.array([5.31780435784782e-39, 3 * 2.0**-150 + 2.0**-128, 2.0**-128 * 0.75, 2.0**-128 * 0.25], np.float64)
+    assert_matches_oracle(pl.round(x, fmt, backend=backend), x, oracle_array(x, fmt), fmt.name)
+    assert pl.decode(pl.encode(x, fmt, backend=backend), fmt, backend=backend).dtype == np.float64

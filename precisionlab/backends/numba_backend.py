@@ -167,8 +167,8 @@ def _finish(v, N, q, a, mode, m, bias, over_inf_default, policy, fmax, fmin_norm
 
 
 def _params(spec: RoundSpec):
+    """Per-call constants of the general kernels (the order _f64_one unpacks)."""
     fmt = spec.format
-    mode = _MODES[spec.rounding]
     if spec.rounding in (Rounding.RTZ, Rounding.RTO):
         over_inf = 0
     elif spec.rounding is Rounding.RUP:
@@ -180,45 +180,58 @@ def _params(spec: RoundSpec):
     policy = {Overflow.DEFAULT: 0, Overflow.SATURATE: 1, Overflow.SATURATE_FINITE: 2}[spec.overflow]
     seed = np.uint64(spec.seed if spec.seed is not None else 0)
     flush_below = fmt.smallest_normal if spec.flush_inputs else 0.0
-    return (mode, fmt.mantissa_bits, fmt.emin, seed, spec.sr_bits, flush_below, fmt.bias, over_inf, policy,
+    return (fmt.mantissa_bits, fmt.emin, seed, spec.sr_bits, flush_below, fmt.bias, over_inf, policy,
             fmt.max, fmt.smallest_normal, fmt.smallest_subnormal, spec.keeps_subnormals, fmt.has_zero,
             fmt.has_inf, fmt.nan != "none", fmt.signed, fmt.nan == "fnuz")
 
 
-@njit(parallel=True, cache=True)
-def _round_kernel(x, out, start, mode, m, emin, seed, sr_bits, flush_below, bias, over_inf, policy,
-                  fmax, fmin_normal, fsmallest, keep_sub, has_zero, has_inf, has_nan, signed, fnuz):
-    for i in prange(x.size):
-        v = np.float64(x[i])
-        N, q, a = _round_one(v, mode, m, emin, seed, np.uint64(start + i), sr_bits, flush_below)
-        r, neg, cls = _finish(v, N, q, a, mode, m, bias, over_inf, policy, fmax, fmin_normal, fsmallest,
-                              keep_sub, has_zero, has_inf, has_nan, signed, fnuz)
-        out[i] = r
+@njit(inline="always")
+def _f64_one(v, i, mode, p):
+    """Round one value (any float64): returns (value, negative, class, N, q); see _finish."""
+    (m, emin, seed, sr_bits, flush_below, bias, over_inf, policy, fmax, fmin_normal, fsmallest,
+     keep_sub, has_zero, has_inf, has_nan, signed, fnuz) = p
+    N, q, a = _round_one(v, mode, m, emin, seed, i, sr_bits, flush_below)
+    r, neg, cls = _finish(v, N, q, a, mode, m, bias, over_inf, policy, fmax, fmin_normal, fsmallest,
+                          keep_sub, has_zero, has_inf, has_nan, signed, fnuz)
+    return r, neg, cls, N, q
 
 
-@njit(parallel=True, cache=True)
-def _encode_kernel(x, out, start, mode, m, emin, seed, sr_bits, flush_below, bias, over_inf, policy,
-                   fmax, fmin_normal, fsmallest, keep_sub, has_zero, has_inf, has_nan, signed, fnuz,
-                   sign_mask, max_code, inf_code, nan_code, nan_signed):
-    for i in prange(x.size):
-        v = np.float64(x[i])
-        N, q, a = _round_one(v, mode, m, emin, seed, np.uint64(start + i), sr_bits, flush_below)
-        r, neg, cls = _finish(v, N, q, a, mode, m, bias, over_inf, policy, fmax, fmin_normal, fsmallest,
-                              keep_sub, has_zero, has_inf, has_nan, signed, fnuz)
-        code = (np.uint64(q + m + bias) << np.uint64(m)) + N - (np.uint64(1) << np.uint64(m))
-        if cls == 1:
-            code = np.uint64(0)
-        elif cls == 2:
-            code = max_code
-        elif cls == 3:
-            code = inf_code
-        elif cls == 5:
-            code = np.uint64(0)
-        if neg:
-            code |= sign_mask
-        if cls == 4:
-            code = nan_code | (sign_mask if (nan_signed and neg) else np.uint64(0))
-        out[i] = code
+@njit(inline="always")
+def _f64_code(neg, cls, N, q, m, bias, k):
+    sign_mask, max_code, inf_code, nan_code, nan_signed = k
+    code = (np.uint64(q + m + bias) << np.uint64(m)) + N - (np.uint64(1) << np.uint64(m))
+    if cls == 1 or cls == 5:
+        code = np.uint64(0)
+    elif cls == 2:
+        code = max_code
+    elif cls == 3:
+        code = inf_code
+    if neg:
+        code |= sign_mask
+    if cls == 4:
+        code = nan_code | (sign_mask if (nan_signed and neg) else np.uint64(0))
+    return code
+
+
+def _make_f64_kernels(mode: int):
+    """The general (float64 arithmetic) round and encode kernels of one mode; the mode is a
+    compile-time constant for the reason given at _make_f32_kernels."""
+
+    @njit(parallel=True, cache=True)
+    def round_kernel(x, out, start, p):
+        for i in prange(x.size):
+            out[i] = _f64_one(np.float64(x[i]), np.uint64(start + i), mode, p)[0]
+
+    @njit(parallel=True, cache=True)
+    def encode_kernel(x, out, start, p, k):
+        for i in prange(x.size):
+            r, neg, cls, N, q = _f64_one(np.float64(x[i]), np.uint64(start + i), mode, p)
+            out[i] = _f64_code(neg, cls, N, q, p[0], p[5], k)
+
+    return round_kernel, encode_kernel
+
+
+_F64_KERNELS = {mode: _make_f64_kernels(mode) for mode in _MODES.values()}
 
 
 # ---- float32 fast path -------------------------------------------------------------
@@ -245,17 +258,24 @@ def _f32_core(u, m, emin149, flush_bits):
 
 
 @njit(inline="always")
-def _f32_decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto):
-    """Deterministic modes as one increment added before the shift (k_* are 0/1 per call)."""
+def _f32_decide(u, sig, s, mode):
+    """Deterministic modes as one increment added before the shift.  ``mode`` is a literal at
+    every call site, so only its branch is compiled into the loop."""
     mask = U.sub(U.shl(1, s), 1)
-    odd = U.and_(U.shr(sig, s), 1)
-    negative = U.shr(u, 31)
-    inc = U.add(U.and_(U.shr(U.add(mask, odd), 1), U.sub(0, k_rne)),
-                U.and_(U.shr(U.add(mask, 1), 1), U.sub(0, k_rna)))
-    inc = U.add(inc, U.and_(mask, U.sub(0, U.and_(k_dir, U.sel(U.ueq(negative, dir_neg), 1, 0)))))
+    if mode == 0:                                   # rne: half - 1, plus the last kept bit
+        inc = U.shr(U.add(mask, U.and_(U.shr(sig, s), 1)), 1)
+    elif mode == 1:                                 # rna: half
+        inc = U.shr(U.add(mask, 1), 1)
+    elif mode == 3:                                 # rup: away from zero when positive
+        inc = U.sel(U.ult(0x7FFFFFFF, u), 0, mask)
+    elif mode == 4:                                 # rdn: away from zero when negative
+        inc = U.sel(U.ult(0x7FFFFFFF, u), mask, 0)
+    else:                                           # rtz, rto
+        inc = U.and_(mask, 0)
     N = U.shr(U.add(sig, inc), s)
-    inexact = U.sel(U.ueq(U.and_(sig, mask), 0), 0, 1)
-    return U.or_(N, U.and_(inexact, k_rto))
+    if mode == 5:                                   # rto: sticky bit into the last place
+        N = U.or_(N, U.sel(U.ueq(U.and_(sig, mask), 0), 0, 1))
+    return N
 
 
 @njit(inline="always")
@@ -280,14 +300,14 @@ def _f32_decide_sr(mode, seed, counter, sr_bits, sig, shift, s):
 
 
 @njit(inline="always")
-def _f32_finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned,
-                fnuz):
+def _f32_finish(u, a, Q, N, c):
     """The rounded magnitude N * 2^q through flushing, overflow and special inputs.
 
-    Per-call constants: ``fmin_keep`` results below it flush to 0; ``floor_val`` replaces a
-    non-zero input rounded to 0 (no-zero formats); ``over_pos``/``over_neg`` are what a
-    finite overflow becomes; ``inf_val``/``zero_val`` are what ±Inf / ±0 inputs become.
-    Returns (signed float32 value, negative flag)."""
+    Per-call constants in ``c`` (see _params_f32): results below ``fmin_keep`` flush to 0;
+    ``floor_val`` replaces a non-zero input rounded to 0 (no-zero formats); ``over_pos``/
+    ``over_neg`` are what a finite overflow becomes; ``inf_val``/``zero_val`` are what ±Inf / ±0
+    inputs become.  Returns (signed float32 value, negative flag)."""
+    fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz = c[3:]
     negative = U.ult(0x7FFFFFFF, u)
     p = U.sel(U.ult(Q, 23), U.shl(1, U.sel(U.ult(Q, 31), Q, 31)), U.shl(U.sub(Q, 22), 23))
     r = U.u2f(N) * U.as_f32(p)
@@ -302,44 +322,58 @@ def _f32_finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_
     return (-r if negative else r), negative
 
 
-@njit(parallel=True, cache=True)
-def _round_f32_kernel(xb, out, start, mode, m, emin149, flush_bits, k_rne, k_rna, k_dir, dir_neg, k_rto, seed,
-                      sr_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz):
-    for i in prange(xb.size):
-        u = xb[i]
-        a, sig, Q, shift, s = _f32_core(u, m, emin149, flush_bits)
-        if mode < 6:
-            N = _f32_decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto)
-        else:
-            N = _f32_decide_sr(mode, seed, np.uint64(start + i), sr_bits, sig, shift, s)
-        out[i] = _f32_finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val,
-                             unsigned, fnuz)[0]
+@njit(inline="always")
+def _f32_one(u, mode, c, seed, counter, sr_bits):
+    """Round one float32 (bits ``u``): returns (value, negative, Q, N)."""
+    a, sig, Q, shift, s = _f32_core(u, c[0], c[1], c[2])
+    if mode < 6:
+        N = _f32_decide(u, sig, s, mode)
+    else:
+        N = _f32_decide_sr(mode, seed, counter, sr_bits, sig, shift, s)
+    r, negative = _f32_finish(u, a, Q, N, c)
+    return r, negative, Q, N
 
 
-@njit(parallel=True, cache=True)
-def _encode_f32_kernel(xb, out, start, mode, m, emin149, flush_bits, k_rne, k_rna, k_dir, dir_neg, k_rto, seed,
-                       sr_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz,
-                       code_base, sign_mask, smallest, smallest_code, max_code, inf_code, nan_code, nan_signed):
-    for i in prange(xb.size):
-        u = xb[i]
-        a, sig, Q, shift, s = _f32_core(u, m, emin149, flush_bits)
-        if mode < 6:
-            N = _f32_decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto)
-        else:
-            N = _f32_decide_sr(mode, seed, np.uint64(start + i), sr_bits, sig, shift, s)
-        r, negative = _f32_finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val,
-                                  unsigned, fnuz)
-        mag = abs(r)
-        # N * 2^q in the format: ((q + m + bias) << m) + N - 2^m, q = Q - 149 (code_base = bias + m - 149);
-        # values the finish step substituted have fixed codes
-        code = U.sub(U.add(U.shl(U.add(Q, code_base), m), N), U.shl(1, m))
-        code = U.sel(mag == fmax, max_code, code)
-        code = U.sel(mag == smallest, smallest_code, code)
-        code = U.sel(mag == np.float32(0.0), 0, code)
-        code = U.sel(mag == np.float32(np.inf), inf_code, code)
-        code = U.or_(code, U.sel(negative, sign_mask, 0))
-        code = U.sel(r != r, U.or_(nan_code, U.sel(negative & nan_signed, sign_mask, 0)), code)
-        out[i] = code
+@njit(inline="always")
+def _f32_code(r, negative, Q, N, m, k):
+    """The code of a rounded value: ((q + m + bias) << m) + N - 2^m with q = Q - 149
+    (``code_base`` = bias + m - 149); values the finish step substituted have fixed codes."""
+    code_base, sign_mask, fmax, smallest, smallest_code, max_code, inf_code, nan_code, nan_signed = k
+    mag = abs(r)
+    code = U.sub(U.add(U.shl(U.add(Q, code_base), m), N), U.shl(1, m))
+    code = U.sel(mag == fmax, max_code, code)
+    code = U.sel(mag == smallest, smallest_code, code)
+    code = U.sel(mag == np.float32(0.0), 0, code)
+    code = U.sel(mag == np.float32(np.inf), inf_code, code)
+    code = U.or_(code, U.sel(negative, sign_mask, 0))
+    return U.sel(r != r, U.or_(nan_code, U.sel(negative & nan_signed, sign_mask, 0)), code)
+
+
+@njit(inline="always")
+def _f32_encode_one(u, mode, c, k, seed, counter, sr_bits):
+    r, negative, Q, N = _f32_one(u, mode, c, seed, counter, sr_bits)
+    return _f32_code(r, negative, Q, N, c[0], k)
+
+
+def _make_f32_kernels(mode: int):
+    """The float32 round and encode kernels of one mode.  The mode is a compile-time constant
+    of each: with a runtime mode LLVM if-converts every mode into one loop, and each element
+    pays for all of them (SplitMix64 included).  Numba caches each closure separately."""
+
+    @njit(parallel=True, cache=True)
+    def round_kernel(xb, out, start, c, seed, sr_bits):
+        for i in prange(xb.size):
+            out[i] = _f32_one(xb[i], mode, c, seed, np.uint64(start + i), sr_bits)[0]
+
+    @njit(parallel=True, cache=True)
+    def encode_kernel(xb, out, start, c, k, seed, sr_bits):
+        for i in prange(xb.size):
+            out[i] = _f32_encode_one(xb[i], mode, c, k, seed, np.uint64(start + i), sr_bits)
+
+    return round_kernel, encode_kernel
+
+
+_F32_KERNELS = {mode: _make_f32_kernels(mode) for mode in _MODES.values()}
 
 
 def _fast_path(x: np.ndarray, spec: RoundSpec) -> bool:
@@ -347,7 +381,8 @@ def _fast_path(x: np.ndarray, spec: RoundSpec) -> bool:
 
 
 def _params_f32(spec: RoundSpec):
-    """Per-call constants of the float32 kernels (the policy, resolved to values)."""
+    """Per-call constants of the float32 kernels (the policy, resolved to values); the order
+    is the one _f32_core and _f32_finish unpack."""
     fmt, mode, policy = spec.format, spec.rounding, spec.overflow
     nan = np.float32(np.nan)
     no_inf = (nan if fmt.nan != "none" else np.float32(fmt.max))
@@ -361,42 +396,45 @@ def _params_f32(spec: RoundSpec):
         over_pos = over_neg = fmax
     inf_val = fmax if policy is Overflow.SATURATE else inf
     flush_below = fmt.smallest_normal if spec.flush_inputs else 0.0
-    return (_MODES[mode], np.uint32(fmt.mantissa_bits), np.uint32(fmt.emin + 149),
-            np.uint32(np.float32(flush_below).view(np.uint32)),
-            np.uint32(mode is Rounding.RNE), np.uint32(mode is Rounding.RNA),
-            np.uint32(mode in (Rounding.RUP, Rounding.RDN)), np.uint32(mode is Rounding.RDN),
-            np.uint32(mode is Rounding.RTO), np.uint64(spec.seed or 0), spec.sr_bits,
+    return (np.uint32(fmt.mantissa_bits), np.uint32(fmt.emin + 149), np.uint32(np.float32(flush_below).view(np.uint32)),
             np.float32(0.0 if spec.keeps_subnormals else fmt.smallest_normal),
             np.float32(0.0 if fmt.has_zero else fmt.smallest_subnormal), fmax, over_pos, over_neg, inf_val,
             np.float32(0.0) if fmt.has_zero else nan, not fmt.signed, fmt.nan == "fnuz")
 
 
+def _code_params_f32(fmt: Format):
+    """Per-format constants of the float32 encode kernels (the order _f32_code unpacks)."""
+    smallest_code = 1 if fmt.has_subnormals and fmt.mantissa_bits else (1 << fmt.mantissa_bits) * fmt.has_zero
+    return (np.uint32((fmt.bias + fmt.mantissa_bits - 149) & 0xFFFFFFFF), np.uint32(fmt.sign_mask),
+            np.float32(fmt.max), np.float32(fmt.smallest_subnormal), np.uint32(smallest_code),
+            np.uint32(fmt._max_magnitude_code), np.uint32(fmt.inf_code or 0), np.uint32(fmt.nan_code or 0),
+            fmt.nan in ("ieee", "fn"))
+
+
 def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
     out = np.empty_like(x)
     if _fast_path(x, spec):
-        _round_f32_kernel(x.view(np.uint32), out, np.uint64(counter_start), *_params_f32(spec))
+        kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
+        kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed or 0),
+               spec.sr_bits)
         return out
-    _round_kernel(x, out, np.uint64(counter_start), *_params(spec))
+    _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
     return out
 
 
 def encode_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
     fmt = spec.format
-    nan_code = fmt.nan_code if fmt.nan_code is not None else 0
-    inf_code = fmt.inf_code if fmt.inf_code is not None else 0
     if _fast_path(x, spec):
         out = np.empty(x.shape, dtype=fmt.code_dtype)
-        smallest_code = 1 if fmt.has_subnormals and fmt.mantissa_bits else (1 << fmt.mantissa_bits) * (fmt.has_zero)
-        _encode_f32_kernel(x.view(np.uint32), out, np.uint64(counter_start), *_params_f32(spec),
-                           np.uint32((fmt.bias + fmt.mantissa_bits - 149) & 0xFFFFFFFF), np.uint32(fmt.sign_mask),
-                           np.float32(fmt.smallest_subnormal), np.uint32(smallest_code),
-                           np.uint32(fmt._max_magnitude_code), np.uint32(inf_code), np.uint32(nan_code),
-                           fmt.nan in ("ieee", "fn"))
+        kernel = _F32_KERNELS[_MODES[spec.rounding]][1]
+        kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), _code_params_f32(fmt),
+               np.uint64(spec.seed or 0), spec.sr_bits)
         return out
     out = np.empty(x.shape, dtype=np.uint64)
-    _encode_kernel(x, out, np.uint64(counter_start), *_params(spec), np.uint64(fmt.sign_mask),
-                   np.uint64(fmt._max_magnitude_code), np.uint64(inf_code), np.uint64(nan_code),
-                   fmt.nan in ("ieee", "fn"))
+    _F64_KERNELS[_MODES[spec.rounding]][1](
+        x, out, np.uint64(counter_start), _params(spec),
+        (np.uint64(fmt.sign_mask), np.uint64(fmt._max_magnitude_code), np.uint64(fmt.inf_code or 0),
+         np.uint64(fmt.nan_code or 0), fmt.nan in ("ieee", "fn")))
     return out.astype(fmt.code_dtype)
 
 
