@@ -70,6 +70,8 @@ class MLP(Model):
     def __init__(self, sizes: Sequence[int], *, activation: str = "relu", seed: int = 0,
                  dtype: Any = np.float64, name: str = "mlp") -> None:
         sizes = list(sizes)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} not allowed; choose one of {', '.join(ACTIVATIONS)}")
         if len(sizes) < 2:
             raise ValueError(f"sizes={sizes!r} needs at least an input and an output size")
         rng = np.random.default_rng(seed)
@@ -113,6 +115,12 @@ class TransformerClassifier(Model):
         ]
         super().__init__(layers, name=name)
         self.d_in, self.d_model, self.n_classes, self.d_ff = d_in, d_model, n_classes, d_ff
+
+    def forward(self, x: np.ndarray, ops: Ops) -> np.ndarray:
+        shape = np.shape(x)
+        if len(shape) != 3 or shape[-1] != self.d_in:
+            raise ValueError(f"TransformerClassifier: x has shape {shape}; expected (batch, seq, d_in={self.d_in})")
+        return super().forward(x, ops)
 
 
 #: Model name -> class.
