@@ -310,6 +310,13 @@ class DelayedScaler:
         a = _F32(_amax_arg(amax))
         self._history[0] = np.fmax(self._history[0], a)
 
+    def quantize(self, x: Any) -> np.ndarray:
+        """Cast ``x`` with the current scale (:func:`scaled_cast`) and record its amax, as a TE
+        delayed-scaling quantizer does in one pass; dequantize with ``q * scale_inv``."""
+        q = scaled_cast(x, self._scale, self.format)
+        self.record(amax(x))
+        return q
+
     def update(self) -> np.float32:
         """Reduce the history, roll it, and compute the scale of the next step."""
         h = self._history

@@ -212,6 +212,16 @@ def test_delayed_scaler_scripted():
     assert d.amax_history.tolist() == [0.0, 2.0]
 
 
+def test_delayed_scaler_quantizes_with_the_current_scale_and_records():
+    d = sc.DelayedScaler("e4m3", amax_history_len=4)
+    x = np.array([3.0, -500.0, 0.1], dtype=np.float32)
+    assert np.array_equal(d.quantize(x), sc.scaled_cast(x, 1.0, "e4m3"))  # first step: scale 1, -500 saturates
+    assert d.amax_history[0] == 500.0
+    d.update()
+    assert d.scale == np.float32(448) / np.float32(500)
+    assert np.array_equal(d.quantize(x), sc.scaled_cast(x, d.scale, "e4m3"))
+
+
 # ---- MX block scaling --------------------------------------------------------------------------
 
 def blocks_of(x: np.ndarray, axis: int, bs: int):
