@@ -32,7 +32,7 @@ from .loss_scaling import (
 )
 from .losses import MSELoss, SoftmaxCrossEntropy, get_loss
 from .models import MLP, Model, TransformerClassifier, get_model
-from .ops import CAST_POINTS, ROLES, Float64Ops, Ops
+from .ops import CAST_POINTS, OPERANDS, ROLES, Float64Ops, Ops
 from .optim import SGD, Adam, AdamW, Optimizer, get_optimizer
 
 __all__ = [
@@ -43,6 +43,6 @@ __all__ = [
     "no_loss_scaling",
     "MSELoss", "SoftmaxCrossEntropy", "get_loss",
     "MLP", "Model", "TransformerClassifier", "get_model",
-    "CAST_POINTS", "ROLES", "Float64Ops", "Ops",
+    "CAST_POINTS", "OPERANDS", "ROLES", "Float64Ops", "Ops",
     "SGD", "Adam", "AdamW", "Optimizer", "get_optimizer",
 ]

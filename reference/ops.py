@@ -21,6 +21,11 @@ Roles, for a product ``C = A @ B`` in the forward pass::
 For ``nn.Linear`` on a CPU these are torch's three memory layouts: forward multiplies
 by a transposed view (``torch_cpu_nt``), dgrad is row-major by row-major
 (``torch_cpu_nn``), wgrad has a column-major left operand (``torch_cpu_tn``).
+:data:`OPERANDS` names what the two operands of each role are, in Transformer
+Engine's terms (``input``, ``weight``, ``grad_output``): the tensor whose FP8 scale
+and format (forward tensors E4M3, ``grad_output`` E5M2 under HYBRID) a policy applies
+to that operand.  For the attention products both forward operands are activations;
+a policy treats them by site.
 
 ``site`` names the call site: the layer's name for a Linear (``"fc1"``), or
 ``"<attention layer>.scores"`` / ``"<attention layer>.context"`` for the two
@@ -36,10 +41,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["ROLES", "CAST_POINTS", "Ops", "Float64Ops", "check_role", "check_cast_point", "check_matmul_shapes"]
+__all__ = ["ROLES", "OPERANDS", "CAST_POINTS", "Ops", "Float64Ops", "check_role", "check_cast_point",
+           "check_matmul_shapes"]
 
 #: The three GEMMs of a layer (see the module docstring).
 ROLES = ("forward", "dgrad", "wgrad")
+
+#: role -> (left operand, right operand) of a Linear layer, in TE's tensor names.
+OPERANDS: dict[str, tuple[str, str]] = {
+    "forward": ("input", "weight"),       # x @ W.T
+    "dgrad": ("grad_output", "weight"),   # dY @ W
+    "wgrad": ("grad_output", "input"),    # dY.T @ x
+}
 
 #: Every ``what`` a layer, loss or optimizer passes to ``ops.cast``, with its meaning.
 CAST_POINTS: dict[str, str] = {

@@ -10,6 +10,7 @@ from gradcheck import TOLERANCE, numerical_gradient, relative_error
 from precisionlab.reference import (
     CAST_POINTS,
     GELU,
+    OPERANDS,
     Float64Ops,
     LayerNorm,
     Linear,
@@ -155,10 +156,11 @@ class RecordingOps(Float64Ops):
     """Float64 arithmetic that logs every matmul and cast."""
 
     def __init__(self):
-        self.matmuls, self.casts = [], []
+        self.matmuls, self.casts, self.operands = [], [], []
 
     def matmul(self, a, b, role, site, *, c=None):
         self.matmuls.append((role, site, np.shape(a), np.shape(b), c is not None))
+        self.operands.append((np.array(a), np.array(b)))
         return super().matmul(a, b, role, site, c=c)
 
     def cast(self, x, what, site):
@@ -176,6 +178,12 @@ def test_linear_uses_the_three_roles():
                            ("dgrad", "fc1", (4, 3), (3, 5), False),    # dY @ W
                            ("wgrad", "fc1", (3, 4), (4, 5), False)]    # dY.T @ x
     assert ("weight", "fc1.weight") in ops.casts and ("param_grad", "fc1.bias") in ops.casts
+    # the operands are the tensors OPERANDS names: input x, weight W, grad_output dY
+    tensors = {"input": x, "weight": lin.weight.master, "grad_output": np.ones((4, 3))}
+    for (role, *_), (a, b) in zip(ops.matmuls, ops.operands, strict=True):
+        left, right = OPERANDS[role]
+        assert np.array_equal(a, tensors[left] if role != "wgrad" else tensors[left].T)
+        assert np.array_equal(b, tensors[right] if role != "forward" else tensors[right].T)
 
 
 def test_attention_products_have_their_own_sites():
