@@ -1,4 +1,48 @@
 """The NumPy reference trainer (DESIGN §8), installed as ``precisionlab.reference``.
 
-Not built yet: see the trainer issue.
+Layers with explicit forward/backward passes whose every GEMM and cast goes through
+an injected ``ops`` object (:mod:`.ops`: the seam a precision policy fills), the MLP
+and one-block transformer models, SGD/Adam/AdamW on master weights, loss scaling
+(none, static, dynamic with the PyTorch, Apex and Keras rules) and deterministic
+data.  FP8 scale rules live in :mod:`precisionlab.scaling`.
 """
+
+from .data import Dataset, digits, gaussian_blobs, get_task, sequence_task, teacher_classification, teacher_regression
+from .layers import (
+    GELU,
+    Layer,
+    LayerNorm,
+    Linear,
+    MeanPool,
+    Parameter,
+    ReLU,
+    Residual,
+    SelfAttention,
+    Sequential,
+    softmax,
+    softmax_backward,
+)
+from .loss_scaling import (
+    LOSS_SCALER_PRESETS,
+    DynamicLossScaler,
+    LossScalingRule,
+    StaticLossScaler,
+    make_loss_scaler,
+    no_loss_scaling,
+)
+from .losses import MSELoss, SoftmaxCrossEntropy, get_loss
+from .models import MLP, Model, TransformerClassifier, get_model
+from .ops import CAST_POINTS, OPERANDS, ROLES, Float64Ops, Ops
+from .optim import SGD, Adam, AdamW, Optimizer, get_optimizer
+
+__all__ = [
+    "Dataset", "digits", "gaussian_blobs", "get_task", "sequence_task", "teacher_classification", "teacher_regression",
+    "GELU", "Layer", "LayerNorm", "Linear", "MeanPool", "Parameter", "ReLU", "Residual", "SelfAttention", "Sequential",
+    "softmax", "softmax_backward",
+    "LOSS_SCALER_PRESETS", "DynamicLossScaler", "LossScalingRule", "StaticLossScaler", "make_loss_scaler",
+    "no_loss_scaling",
+    "MSELoss", "SoftmaxCrossEntropy", "get_loss",
+    "MLP", "Model", "TransformerClassifier", "get_model",
+    "CAST_POINTS", "OPERANDS", "ROLES", "Float64Ops", "Ops",
+    "SGD", "Adam", "AdamW", "Optimizer", "get_optimizer",
+]
