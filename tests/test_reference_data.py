@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from precisionlab.reference import data
@@ -47,14 +49,12 @@ def test_batches_cover_the_training_set():
     assert sorted(shuffled.tolist()) == sorted(d.y_train.tolist())
 
 
-def test_digits_without_scikit_learn_says_so():
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="scikit-learn"):
-            data.digits()
-    else:
-        pytest.skip("scikit-learn is installed")
+def test_digits_without_scikit_learn_says_so(monkeypatch):
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)      # makes "import sklearn" fail
+    with pytest.raises(ImportError, match="scikit-learn"):
+        data.digits()
 
 
 def test_digits_with_scikit_learn():
