@@ -20,7 +20,8 @@ The model of one output element, in the order it is computed:
    multiplied by ``fp32(a_scale·b_scale)`` in the promotion FMA (DeepSeek-V3,
    CUTLASS/DeepGEMM).  ``a_scale_block = (rows, k)`` and ``b_scale_block = (k, cols)``
    give the block each scale covers; ``None`` in a block means the whole dimension.
-3. **Products** are exact, or rounded (RNE) to ``product_format``.
+3. **Products** are exact, or rounded (RNE) to ``product_format`` (flushed like the
+   accumulator when ``accumulator_subnormals=False``).
 4. **Steps** of ``k_fused`` products (``step``): ``ieee`` (one IEEE addition per
    product, the FMA loop), ``fused`` (the tensor-core block FMA, see below),
    ``pairwise`` (a tree of IEEE additions, then added to the running sum),
@@ -36,9 +37,11 @@ The model of one output element, in the order it is computed:
    order to the running sum that starts at C).  The reductions without a single
    running sum (interleaved, lanes, pairwise) add their result to C with one more
    accumulator addition at the end, as a BLAS epilogue ``beta·C + dot`` does.
+   Partial sums (lanes, blocks, promotion chunks) start at −0, the additive identity,
+   so that the zero rule below holds in every order.
 6. **Promotion** (``promote_every`` = N_C, or ``scale_at="promotion"``): the K
    elements are cut into chunks of N_C (one chunk of K without N_C); each chunk is
-   computed as above from +0, multiplied by its scale and added into an outer fp32
+   computed as above from −0, multiplied by its scale and added into an outer fp32
    accumulator (initialised to C) with one RNE rounding (an FMA).
 7. **Output**: the result is rounded to ``output_via`` (if set) and then to
    ``output_format`` with ``output_rounding`` and ``output_overflow``.
@@ -83,7 +86,7 @@ import numpy as np
 
 from .formats import Format, get_format
 from .random import normalize_seed
-from .rounding import Overflow, RoundSpec, Rounding, fits_float32, make_round_spec
+from .rounding import Overflow, Rounding, RoundSpec, fits_float32, make_round_spec
 from .rounding import round as round_to_format
 
 __all__ = ["MatmulSpec", "Order", "matmul", "rounding_events", "STEPS", "C_MODES", "ALIGN_ROUNDINGS",
@@ -423,7 +426,7 @@ def _expand_scale(scale: Any, block: tuple[int | None, int | None] | None, rows:
                          f"{rows}x{cols} it must broadcast to {batch + grid} (batch + ceil(rows/{br}) x "
                          f"ceil(cols/{bc}))") from None
     sp = np.repeat(np.repeat(sp, br, axis=-2), bc, axis=-1)[..., :rows, :cols]
-    return np.ascontiguousarray(sp.reshape((-1, rows, cols)))
+    return np.ascontiguousarray(sp.reshape((math.prod(batch), rows, cols)))
 
 
 def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any = None, b_scale: Any = None,
@@ -486,9 +489,10 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
         except ValueError:
             raise ValueError(f"c has shape {cp.shape}; it must broadcast to the output shape {out_shape}") from None
         cr = to_input(np.ascontiguousarray(cp), spec.effective_c_format, "c", Rounding.RNE, Overflow.DEFAULT)
-    a3 = np.ascontiguousarray(np.broadcast_to(ar, batch + (M, K)).reshape((-1, M, K)))
-    b3 = np.ascontiguousarray(np.broadcast_to(br, batch + (K, N)).reshape((-1, K, N)))
-    c3 = np.ascontiguousarray(np.broadcast_to(cr, out_shape).reshape((-1, M, N)))
+    nb = math.prod(batch)
+    a3 = np.ascontiguousarray(np.broadcast_to(ar, batch + (M, K)).reshape((nb, M, K)))
+    b3 = np.ascontiguousarray(np.broadcast_to(br, batch + (K, N)).reshape((nb, K, N)))
+    c3 = np.ascontiguousarray(np.broadcast_to(cr, out_shape).reshape((nb, M, N)))
     sa = _expand_scale(a_scale, spec.a_scale_block, M, K, batch, "a_scale", "a_scale_block")
     sb = _expand_scale(b_scale, spec.b_scale_block, K, N, batch, "b_scale", "b_scale_block")
 

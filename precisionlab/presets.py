@@ -114,7 +114,8 @@ def _catalogue() -> dict[str, MatmulSpec]:
                         accumulator="fp32", step_rounding="rne", accumulator_subnormals=False, output_format="fp32",
                         name="mi250_fp16",
                         source="AMD MI250 (CDNA2) v_mfma f32 fp16: subnormal inputs flushed, products in fp32, "
-                               "(p0+p1)+(p2+p3) then + C with fp32 RNE additions, subnormal results flushed (MMA-Sim)."))
+                               "(p0+p1)+(p2+p3) then + C with fp32 RNE additions, subnormal results flushed "
+                               "(MMA-Sim)."))
 
     torch_src = ("PyTorch CPU (AVX2 x86, no AVX-512/AMX) bf16 torch.matmul, DESIGN §6: exact products, fp32 "
                  "accumulation, one rounding to the output; order {} ({}). For fp16/fp8 replace a_format and "

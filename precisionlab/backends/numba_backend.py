@@ -14,7 +14,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from ..formats import Format
-from ..rounding import Overflow, RoundSpec, Rounding, decode_dtype, fits_float32
+from ..rounding import Overflow, Rounding, RoundSpec, decode_dtype, fits_float32
 from . import _u32 as U
 
 name = "numba"

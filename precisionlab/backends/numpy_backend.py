@@ -16,7 +16,7 @@ import numpy as np
 
 from ..formats import Format
 from ..random import random_bits
-from ..rounding import Overflow, RoundSpec, Rounding, decode_dtype
+from ..rounding import Overflow, Rounding, RoundSpec, decode_dtype
 
 name = "numpy"
 
@@ -419,13 +419,13 @@ class ReferenceMatmul:
         spec = self.spec
         a_emin, b_emin = spec.a_format.emin, spec.effective_b_format.emin
         if spec.scale_at == "operands" and sa is not None:
-            a = [round_exact(exact_product(x, s), self.fp32) for x, s in zip(a, sa)]
+            a = [round_exact(exact_product(x, s), self.fp32) for x, s in zip(a, sa, strict=True)]
             a_emin = self.fp32.format.emin
         if spec.scale_at == "operands" and sb is not None:
-            b = [round_exact(exact_product(x, s), self.fp32) for x, s in zip(b, sb)]
+            b = [round_exact(exact_product(x, s), self.fp32) for x, s in zip(b, sb, strict=True)]
             b_emin = self.fp32.format.emin
         terms = []
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             p = exact_product(x, y)
             if isinstance(p, float) or p.n == 0:
                 exp = None
@@ -490,6 +490,7 @@ class ReferenceMatmul:
 
     # ---- the order of the steps over one chunk ----------------------------------------------
     def chunk_sum(self, terms: list[Term], c0: float) -> float:
+        """The chunk's sum from ``c0``; partial sums start at -0, the additive identity (no term yet)."""
         spec = self.spec
         if spec.step == "exact":
             counter = self.event()
@@ -506,16 +507,16 @@ class ReferenceMatmul:
             per_block = w // k
             acc = c0
             for i in range(0, len(steps), per_block):
-                block_sum = 0.0
+                block_sum = -0.0
                 for st in steps[i:i + per_block]:
                     block_sum = self.step(block_sum, st)
                 acc = self.add(acc, block_sum)
             return acc
         if kind == "pairwise":
-            r = self.tree([self.step(0.0, st) for st in steps]) if steps else 0.0
+            r = self.tree([self.step(-0.0, st) for st in steps]) if steps else -0.0
             return self.add(c0, r)
         full = len(steps) - len(steps) % w
-        s = [0.0] * w
+        s = [-0.0] * w
         for j in range(full):
             s[j % w] = self.step(s[j % w], steps[j])
         if kind == "interleaved":
@@ -545,7 +546,7 @@ class ReferenceMatmul:
         else:
             outer = round_exact(as_term(c), self.fp32)
             for start, stop in self.chunks(spec, len(terms)):
-                partial = self.chunk_sum(terms[start:stop], 0.0)
+                partial = self.chunk_sum(terms[start:stop], -0.0)
                 scale = 1.0
                 if spec.scale_at == "promotion" and start < len(terms):
                     scale = round_exact(exact_product(sa[start] if sa is not None else 1.0,
