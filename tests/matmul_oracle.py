@@ -13,12 +13,21 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from oracle import neighbours, of
+from oracle import neighbours, of, oracle_round
 
+import precisionlab as pl
 from precisionlab.formats import get_format
+from precisionlab.matmul import rounding_events
 from precisionlab.random import splitmix64
 
 NAN, INF = math.nan, math.inf
+
+
+def same(x: float, y: float) -> bool:
+    """Bit-level equality of two values: NaN == NaN, and the sign of zero counts."""
+    if math.isnan(x) or math.isnan(y):
+        return math.isnan(x) and math.isnan(y)
+    return x == y and math.copysign(1.0, x) == math.copysign(1.0, y)
 
 
 def floor_log2(x: Fraction) -> int:
@@ -304,3 +313,40 @@ class Oracle:
             result = self.round_to([result], s.output_via, s.output_rounding.value, event=True)
         return self.round_to([result], s.output_format, s.output_rounding.value,
                              overflow=s.output_overflow.value, event=True)
+
+
+def expand_block_scale(s, block, rows, cols):
+    br = rows if block[0] is None else block[0]
+    bc = cols if block[1] is None else block[1]
+    return [[float(s[i // max(br, 1), j // max(bc, 1)]) for j in range(cols)] for i in range(rows)]
+
+
+def check_against_oracle(spec, a, b, c, sa, sb, seed, backend: str = "numpy"):
+    """``pl.matmul(..., backend)`` equals the oracle on every element, bit for bit (the caller's
+    float32 operands are rounded to the input formats here with tests/oracle.py)."""
+    M, K = a.shape
+    N = b.shape[1]
+    kw = {} if c is None else {"c": c}
+    if sa is not None:
+        kw.update(a_scale=sa, b_scale=sb)
+    got = pl.matmul(a, b, spec, seed=seed, backend=backend, **kw)
+    flush = not spec.input_subnormals
+
+    def rnd(x, fmt, mode="rne", overflow="default"):
+        return oracle_round(float(x), fmt, mode, overflow, subnormals=not flush, flush_inputs=flush)
+
+    ar = [[rnd(x, spec.a_format, spec.input_rounding.value, spec.input_overflow.value) for x in row] for row in a]
+    br = [[rnd(x, spec.effective_b_format, spec.input_rounding.value, spec.input_overflow.value) for x in row]
+          for row in b]
+    cr = [[rnd(x, spec.effective_c_format) for x in row] for row in c] if c is not None else [[0.0] * N] * M
+    sae = expand_block_scale(sa, spec.a_scale_block, M, K) if sa is not None else None
+    sbe = expand_block_scale(sb, spec.b_scale_block, K, N) if sb is not None else None
+    oracle = Oracle(spec, seed)
+    oracle.dot([0.0] * K, [0.0] * K, 0.0, [1.0] * K if sae else None, [1.0] * K if sbe else None)
+    events = oracle.counter                        # the oracle counts its own rounding events
+    assert events == rounding_events(spec, K)
+    for m in range(M):
+        for n in range(N):
+            want = oracle.dot(ar[m], [br[k][n] for k in range(K)], cr[m][n], sae[m] if sae else None,
+                              [sbe[k][n] for k in range(K)] if sbe else None, counter=(m * N + n) * events)
+            assert same(float(got[m, n]), want), (m, n, float(got[m, n]), want)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from matmul_oracle import Oracle, round_fraction
+from matmul_oracle import check_against_oracle, round_fraction, same
 from oracle import oracle_round
 
 import precisionlab as pl
@@ -19,13 +19,6 @@ from precisionlab.backends import numpy_backend as ref
 from precisionlab.matmul import MatmulSpec, Order, rounding_events
 from precisionlab.random import splitmix64
 from precisionlab.rounding import make_round_spec
-
-
-def same(x: float, y: float) -> bool:
-    """Bit-level equality of two values: NaN == NaN, and the sign of zero counts."""
-    if math.isnan(x) or math.isnan(y):
-        return math.isnan(x) and math.isnan(y)
-    return x == y and math.copysign(1.0, x) == math.copysign(1.0, y)
 
 
 def mm(a, b, spec, **kw):
@@ -229,42 +222,6 @@ VALUES = st.one_of(
     st.floats(-(2.0**-12), 2.0**-12, width=32),
 )
 SCALES = st.sampled_from([1.0, 2.0, 0.5, 2.0**-10, 3.0, 0.1, 2.0**20, 1.25])
-
-
-def expand_block_scale(s, block, rows, cols):
-    br = rows if block[0] is None else block[0]
-    bc = cols if block[1] is None else block[1]
-    return [[float(s[i // max(br, 1), j // max(bc, 1)]) for j in range(cols)] for i in range(rows)]
-
-
-def check_against_oracle(spec, a, b, c, sa, sb, seed):
-    """pl.matmul(backend='numpy') equals the oracle on every element, bit for bit."""
-    M, K = a.shape
-    N = b.shape[1]
-    kw = {} if c is None else {"c": c}
-    if sa is not None:
-        kw.update(a_scale=sa, b_scale=sb)
-    got = pl.matmul(a, b, spec, seed=seed, backend="numpy", **kw)
-    flush = not spec.input_subnormals
-
-    def rnd(x, fmt, mode="rne", overflow="default"):
-        return oracle_round(float(x), fmt, mode, overflow, subnormals=not flush, flush_inputs=flush)
-
-    ar = [[rnd(x, spec.a_format, spec.input_rounding.value, spec.input_overflow.value) for x in row] for row in a]
-    br = [[rnd(x, spec.effective_b_format, spec.input_rounding.value, spec.input_overflow.value) for x in row]
-          for row in b]
-    cr = [[rnd(x, spec.effective_c_format) for x in row] for row in c] if c is not None else [[0.0] * N] * M
-    sae = expand_block_scale(sa, spec.a_scale_block, M, K) if sa is not None else None
-    sbe = expand_block_scale(sb, spec.b_scale_block, K, N) if sb is not None else None
-    oracle = Oracle(spec, seed)
-    oracle.dot([0.0] * K, [0.0] * K, 0.0, [1.0] * K if sae else None, [1.0] * K if sbe else None)
-    events = oracle.counter                        # the oracle counts its own rounding events
-    assert events == rounding_events(spec, K)
-    for m in range(M):
-        for n in range(N):
-            want = oracle.dot(ar[m], [br[k][n] for k in range(K)], cr[m][n], sae[m] if sae else None,
-                              [sbe[k][n] for k in range(K)] if sbe else None, counter=(m * N + n) * events)
-            assert same(float(got[m, n]), want), (m, n, float(got[m, n]), want)
 
 
 def draw_operands(data, M, N, K, values, with_c=True):
