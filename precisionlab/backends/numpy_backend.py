@@ -205,3 +205,375 @@ def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     value = np.where(negative, -value, value)
     value = np.where(is_nan, np.where(negative & (fmt.nan != "fnuz"), -np.nan, np.nan), value)
     return value.astype(decode_dtype(fmt))
+
+
+# =====================================================================================================
+# Matmul: the reference accumulation model (DESIGN §6)
+#
+# One output element at a time, in exact integer arithmetic: every finite value is held as
+# ``n * 2^e`` (an :class:`Exact`), products and sums are exact, and each rounding of the model
+# is one call of :func:`round_exact`, which uses the grid rule of ``round_magnitudes`` on
+# unbounded integers and then ``round_values`` for flushing, overflow and special values.
+# The schedule (steps, order, promotion, output) follows precisionlab/matmul.py's docstring
+# line by line.  Slow and obviously right; every other backend must equal it.
+# =====================================================================================================
+
+import math  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
+from ..random import splitmix64  # noqa: E402
+
+
+class Exact(NamedTuple):
+    """The finite value ``n * 2^e`` held exactly; ``neg`` is its sign bit (kept for zeros)."""
+
+    n: int
+    e: int
+    neg: bool
+
+
+def exact(x: float) -> Exact:
+    """A finite float as an Exact."""
+    m, e = math.frexp(x)
+    return Exact(int(m * (1 << 53)), e - 53, math.copysign(1.0, x) < 0)
+
+
+def floor_log2(x: Exact) -> int:
+    """``floor(log2|x|)`` of a non-zero Exact."""
+    return abs(x.n).bit_length() - 1 + x.e
+
+
+def exponent(x: Exact, emin: int) -> int:
+    """The alignment exponent ``E(x) = max(floor(log2|x|), emin)`` of a non-zero value."""
+    return max(floor_log2(x), emin)
+
+
+def all_negative_zero(values: list) -> bool:
+    return all(isinstance(v, Exact) and v.n == 0 and v.neg for v in values)
+
+
+def exact_sum(terms: list[Exact]) -> Exact:
+    """The exact sum; an exactly zero sum is +0 unless every term is -0."""
+    nonzero = [t for t in terms if t.n]
+    if not nonzero:
+        return Exact(0, 0, all_negative_zero(terms))
+    e = min(t.e for t in nonzero)
+    n = sum(t.n << (t.e - e) for t in nonzero)
+    if n == 0:
+        return Exact(0, 0, False)
+    return Exact(n, e, n < 0)
+
+
+def cut(x: Exact, q: int, how: str) -> Exact:
+    """``x`` cut to a multiple of ``2^q``: ``rtz`` truncates the magnitude, ``floor`` goes toward -inf."""
+    if x.e >= q:
+        return x
+    s = q - x.e
+    n = -((-x.n) >> s) if (how == "rtz" and x.n < 0) else x.n >> s
+    return Exact(n, q, x.neg)
+
+
+def special_of(values: list) -> float | None:
+    """DESIGN §6 special values of a sum: NaN if any NaN or Inf - Inf, else the Inf, else None."""
+    specials = [v for v in values if isinstance(v, float)]
+    if not specials:
+        return None
+    if any(math.isnan(v) for v in specials) or (math.inf in specials and -math.inf in specials):
+        return math.nan
+    return specials[0]
+
+
+def as_term(x: float) -> Exact | float:
+    """A float as a term: an Exact when finite, else the special float itself."""
+    return exact(x) if math.isfinite(x) else x
+
+
+def total(values: list) -> Exact | float:
+    """The exact sum of terms (Exact or float), or the special value it is."""
+    terms = [as_term(v) if isinstance(v, float) else v for v in values]
+    special = special_of(terms)
+    return special if special is not None else exact_sum(terms)
+
+
+def exact_product(a: Exact | float, b: Exact | float) -> Exact | float:
+    """The exact product (NaN for NaN or 0·Inf, signed Inf for Inf·x)."""
+    a = as_term(a) if isinstance(a, float) else a
+    b = as_term(b) if isinstance(b, float) else b
+    if isinstance(a, float) or isinstance(b, float):
+        if any(isinstance(v, float) and math.isnan(v) for v in (a, b)):
+            return math.nan
+        if any(isinstance(v, Exact) and v.n == 0 for v in (a, b)):
+            return math.nan
+        neg = (a < 0 if isinstance(a, float) else a.neg) != (b < 0 if isinstance(b, float) else b.neg)
+        return -math.inf if neg else math.inf
+    return Exact(a.n * b.n, a.e + b.e, a.neg != b.neg)
+
+
+def _on_grid(value: float, spec: RoundSpec) -> float:
+    """Flushing, overflow, special values and sign rules for a value already on the format's grid."""
+    fmt = spec.format
+    mag = abs(value)
+    if (fmt.signed and not spec.flush_inputs and 0 < mag <= fmt.max
+            and (mag >= fmt.smallest_normal or spec.keeps_subnormals)):
+        return value                                   # the common case: nothing to do
+    return float(round_values(np.array([value]), spec, 0)[0])
+
+
+def round_exact(x: Exact | float, spec: RoundSpec, counter: int = 0) -> float:
+    """Round an exact value (or a special float) once to ``spec.format`` (DESIGN §5).
+
+    ``counter`` is the random-bit counter of stochastic modes.  The grid decision is the one of
+    :func:`round_magnitudes`, on unbounded integers; everything after it is :func:`round_values`.
+    """
+    if isinstance(x, float):
+        return _on_grid(x, spec) if math.isfinite(x) and x != 0 else float(round_values(np.array([x]), spec, 0)[0])
+    if x.n == 0:
+        return float(round_values(np.array([-0.0 if x.neg else 0.0]), spec, 0)[0])
+    fmt, mode = spec.format, spec.rounding
+    M, E, neg = abs(x.n), x.e, x.n < 0
+    q = max(floor_log2(x), fmt.emin) - fmt.mantissa_bits      # quantum exponent of the target grid
+    shift = q - E
+    if shift <= 0:
+        N, up = M << -shift, False                               # already on the grid
+    else:
+        N = M >> shift
+        rem = M - (N << shift)
+        half = 1 << (shift - 1)
+        if rem == 0:
+            up = False
+        elif mode is Rounding.RNE:
+            up = rem > half or (rem == half and N & 1 == 1)
+        elif mode is Rounding.RNA:
+            up = rem >= half
+        elif mode is Rounding.RTZ:
+            up = False
+        elif mode is Rounding.RUP:
+            up = not neg
+        elif mode is Rounding.RDN:
+            up = neg
+        elif mode is Rounding.RTO:
+            N, up = N | 1, False
+        elif mode is Rounding.SR:
+            nb = spec.sr_bits
+            R = splitmix64(spec.seed, counter) >> (64 - nb)
+            up = ((rem << nb) >> shift) + R >= (1 << nb)          # floor(delta·2^nb) + R >= 2^nb
+        elif mode is Rounding.SR_EQUAL:
+            up = splitmix64(spec.seed, counter) >> 63 == 1
+        else:
+            raise AssertionError(mode)
+        N += int(up)
+    if N.bit_length() - 1 + q > fmt.emax or math.ldexp(float(N), q) > fmt.max:
+        # finite overflow: hand round_values the value that the policy makes of it
+        to_inf = bool(_overflow_to_inf(spec, np.array([neg]))[0])
+        value = math.inf if to_inf else fmt.max
+    else:
+        value = math.ldexp(float(N), q)
+    return _on_grid(-value if neg else value, spec)
+
+
+class Term(NamedTuple):
+    """A product (or C) in a step: its value and its alignment exponent (None for zero / special)."""
+
+    value: Exact | float
+    exp: int | None
+
+
+class ReferenceMatmul:
+    """The accumulation model of one MatmulSpec (DESIGN §6), applied one output element at a time."""
+
+    def __init__(self, spec, seed: int | None):
+        from ..matmul import FP32, chunks, rounding_events
+
+        self.spec = spec
+        self.acc = spec.accumulator_spec(seed)
+        self.acc_rne = spec.accumulator_rne_spec()
+        self.product = spec.product_spec()
+        self.fp32 = RoundSpec(FP32)                        # scaled operands and promotion: fp32 RNE
+        self.via = spec.via_spec(seed)
+        self.out = spec.output_spec(seed)
+        self.chunks, self.rounding_events = chunks, rounding_events
+        self.counter = 0
+
+    # ---- roundings ------------------------------------------------------------------------
+    def event(self) -> int:
+        """The counter of the next rounding that uses step_rounding / output_rounding."""
+        self.counter += 1
+        return self.counter - 1
+
+    def add(self, x, y) -> float:
+        """One IEEE addition in the accumulator with step_rounding."""
+        counter = self.event()
+        return round_exact(total([x, y]), self.acc, counter)
+
+    def tree(self, values: list):
+        """A balanced tree of IEEE additions: adjacent pairs, level by level (an odd last one moves up)."""
+        while len(values) > 1:
+            values = [self.add(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
+                      for i in range(0, len(values), 2)]
+        return values[0]
+
+    # ---- products ---------------------------------------------------------------------------
+    def products(self, a: list, b: list, sa: list | None, sb: list | None) -> list[Term]:
+        spec = self.spec
+        a_emin, b_emin = spec.a_format.emin, spec.effective_b_format.emin
+        if spec.scale_at == "operands" and sa is not None:
+            a = [round_exact(exact_product(x, s), self.fp32) for x, s in zip(a, sa, strict=True)]
+            a_emin = self.fp32.format.emin
+        if spec.scale_at == "operands" and sb is not None:
+            b = [round_exact(exact_product(x, s), self.fp32) for x, s in zip(b, sb, strict=True)]
+            b_emin = self.fp32.format.emin
+        terms = []
+        for x, y in zip(a, b, strict=True):
+            p = exact_product(x, y)
+            if isinstance(p, float) or p.n == 0:
+                exp = None
+            elif self.product is not None:
+                p = as_term(round_exact(p, self.product))
+                exp = exponent(p, self.product.format.emin) if isinstance(p, Exact) and p.n else None
+            else:
+                exp = exponent(exact(x), a_emin) + exponent(exact(y), b_emin)   # not renormalised
+            terms.append(Term(p, exp))
+        return terms
+
+    # ---- one step ---------------------------------------------------------------------------
+    def step(self, acc: float, terms: list[Term]) -> float:
+        kind = self.spec.step
+        if kind == "ieee":
+            return self.add(acc, terms[0].value)
+        if kind == "pairwise":
+            return self.add(acc, self.tree([t.value for t in terms]))
+        return self.fused(acc, terms)
+
+    def aligned_sum(self, terms: list[Term]) -> tuple[Exact, int | None]:
+        """Cut every term to a multiple of 2^(e_ref - n_frac) and add exactly; returns (sum, e_ref)."""
+        spec = self.spec
+        exps = [t.exp for t in terms if t.exp is not None]
+        if spec.ref_exp_floor is not None:
+            exps.append(spec.ref_exp_floor)
+        e_ref = max(exps) if exps else None
+        values = [t.value for t in terms]
+        if e_ref is None or spec.n_frac is None:
+            return exact_sum(values), e_ref
+        s = exact_sum([cut(v, e_ref - spec.n_frac, spec.align_rounding) for v in values])
+        if s.n == 0:
+            s = Exact(0, 0, all_negative_zero(values))
+        return s, e_ref
+
+    def fused(self, acc: float, terms: list[Term]) -> float:
+        """The tensor-core block FMA (DESIGN §6 'fused'), with C early, late_rn or late_rd."""
+        spec = self.spec
+        counter = self.event()
+        special = special_of([t.value for t in terms] + [as_term(acc)])
+        if special is not None:
+            return round_exact(special, self.acc, counter)
+        c = exact(acc)
+        acc_emin = self.acc.format.emin
+        if spec.c_mode == "early":
+            s, _ = self.aligned_sum(terms + [Term(c, exponent(c, acc_emin) if c.n else None)])
+            return round_exact(s, self.acc, counter)
+        if spec.c_mode == "late_rn":
+            s, _ = self.aligned_sum(terms)
+            dot = round_exact(s, self.acc, counter)
+            return round_exact(total([dot, acc]), self.acc_rne)
+        # late_rd, AMD CDNA3: floor-aligned second stage with C, floor to late_n_frac bits, then round
+        d, e_dot = self.aligned_sum(terms)
+        e_c = exponent(c, acc_emin) if c.n else acc_emin
+        e_max = e_c if e_dot is None else max(e_dot, e_c)
+        s = exact_sum([cut(d, e_max - spec.late_n_frac - 1, "floor"), cut(c, e_max - spec.n_frac, "floor")])
+        if s.n:
+            s = cut(s, exponent(s, acc_emin) - spec.late_n_frac, "floor")
+        else:
+            s = Exact(0, 0, all_negative_zero([t.value for t in terms] + [c]))
+        return round_exact(s, self.acc, counter)
+
+    # ---- the order of the steps over one chunk ----------------------------------------------
+    def chunk_sum(self, terms: list[Term], c0: float) -> float:
+        """The chunk's sum from ``c0``; partial sums start at -0, the additive identity (no term yet)."""
+        spec = self.spec
+        if spec.step == "exact":
+            counter = self.event()
+            return round_exact(total([c0] + [t.value for t in terms]), self.acc, counter)
+        k = spec.k_fused
+        steps = [terms[j:j + k] for j in range(0, len(terms), k)]
+        kind, w = spec.order.kind, spec.order.width
+        if kind == "sequential":
+            acc = c0
+            for st in steps:
+                acc = self.step(acc, st)
+            return acc
+        if kind == "blocked":
+            per_block = w // k
+            acc = c0
+            for i in range(0, len(steps), per_block):
+                block_sum = -0.0
+                for st in steps[i:i + per_block]:
+                    block_sum = self.step(block_sum, st)
+                acc = self.add(acc, block_sum)
+            return acc
+        if kind == "pairwise":
+            r = self.tree([self.step(-0.0, st) for st in steps]) if steps else -0.0
+            return self.add(c0, r)
+        full = len(steps) - len(steps) % w
+        s = [-0.0] * w
+        for j in range(full):
+            s[j % w] = self.step(s[j % w], steps[j])
+        if kind == "interleaved":
+            for j in range(full, len(steps)):
+                s[0] = self.step(s[0], steps[j])
+            r = s[0]
+            for i in range(1, w):
+                r = self.add(r, s[i])
+        else:                                                # lanes: halving tree, then the tail
+            h = w // 2
+            while h >= 1:
+                for i in range(h):
+                    s[i] = self.add(s[i], s[i + h])
+                h //= 2
+            for j in range(full, len(steps)):
+                s[0] = self.step(s[0], steps[j])
+            r = s[0]
+        return self.add(c0, r)
+
+    # ---- one output element -------------------------------------------------------------------
+    def element(self, a: list, b: list, c: float, sa: list | None, sb: list | None, counter: int) -> float:
+        spec = self.spec
+        self.counter = counter
+        terms = self.products(a, b, sa, sb)
+        if not spec.promotes:
+            result = self.chunk_sum(terms, c)
+        else:
+            outer = round_exact(as_term(c), self.fp32)
+            for start, stop in self.chunks(spec, len(terms)):
+                partial = self.chunk_sum(terms[start:stop], -0.0)
+                scale = 1.0
+                if spec.scale_at == "promotion" and start < len(terms):
+                    scale = round_exact(exact_product(sa[start] if sa is not None else 1.0,
+                                                      sb[start] if sb is not None else 1.0), self.fp32)
+                outer = round_exact(total([outer, exact_product(partial, scale)]), self.fp32)
+            result = outer
+        if self.via is not None:
+            result = round_exact(as_term(result), self.via, self.event())
+        return round_exact(as_term(result), self.out, self.event())
+
+
+def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
+                  b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
+    """The reference kernel: ``a`` (B, M, K), ``b`` (B, K, N), ``c`` (B, M, N) float64 values of the
+    input formats, scales expanded to the operands' shapes (or None); returns (B, M, N) float64."""
+    B, M, K = a.shape
+    N = b.shape[2]
+    model = ReferenceMatmul(spec, seed)
+    events = model.rounding_events(spec, K)
+    out = np.empty((B, M, N))
+    for bi in range(B):
+        rows, cols = a[bi].tolist(), b[bi].T.tolist()
+        srows = a_scale[bi].tolist() if a_scale is not None else None
+        scols = b_scale[bi].T.tolist() if b_scale is not None else None
+        for m in range(M):
+            for n in range(N):
+                i = (bi * M + m) * N + n
+                out[bi, m, n] = model.element(rows[m], cols[n], float(c[bi, m, n]),
+                                              srows[m] if srows else None, scols[n] if scols else None,
+                                              i * events)
+                assert model.counter == (i + 1) * events, "rounding_events disagrees with the schedule"
+    return out
