@@ -350,6 +350,49 @@ def _f32_code(r, negative, Q, N, m, k):
 
 
 @njit(inline="always")
+def _f32_round_bits(u, mode, b):
+    """Deterministic rounding of one float32 (bits ``u``) to the bits of the float32 result,
+    in integer arithmetic only (no float multiply, so no subnormal stalls).
+
+    While the target spacing is at most the input's last mantissa place (``shift <= 23``,
+    which covers every result but the smallest), rounding the bit pattern at bit ``shift`` is
+    rounding the significand: a carry into the exponent field is the step to the next binade.
+    Below that the result is 0 or the smallest quantum, decided on the significand as in the
+    float path.  ``b``: see _params_f32_bits."""
+    (m, emin149, flush_bits, keep_min, floor_bits, max_bits, over_pos, over_neg, inf_bits, zero_bits,
+     unsigned, fnuz) = b
+    a, sig, Q, shift, s = _f32_core(u, m, emin149, flush_bits)
+    negative = U.ult(0x7FFFFFFF, u)
+    sh = U.sel(U.ult(23, shift), 23, shift)
+    mask = U.sub(U.shl(1, sh), 1)
+    odd = U.and_(U.shr(sig, sh), 1)                 # the last kept bit (at sh = 23 the implicit one)
+    if mode == 0:                                   # rne
+        inc = U.shr(U.add(mask, odd), 1)
+    elif mode == 1:                                 # rna
+        inc = U.shr(U.add(mask, 1), 1)
+    elif mode == 3:                                 # rup
+        inc = U.sel(negative, 0, mask)
+    elif mode == 4:                                 # rdn
+        inc = U.sel(negative, mask, 0)
+    else:                                           # rtz, rto
+        inc = U.and_(mask, 0)
+    r = U.and_(U.add(a, inc), U.sub(0xFFFFFFFF, mask))
+    if mode == 5:                                   # rto: an even inexact result moves up one place
+        r = U.add(r, U.sel(U.ueq(U.and_(a, mask), 0) | U.ueq(odd, 1), 0, U.shl(1, sh)))
+    quantum = U.sel(U.ult(Q, 23), U.shl(1, U.sel(U.ult(Q, 31), Q, 31)), U.shl(U.sub(Q, 22), 23))
+    tiny = U.sel(U.ueq(_f32_decide(u, sig, s, mode), 0), 0, quantum)
+    r = U.sel(U.ult(23, shift), tiny, r)
+    r = U.sel(U.ult(r, keep_min), 0, r)                                    # flush to zero
+    r = U.sel(U.ueq(r, 0) & (not U.ueq(a, 0)), floor_bits, r)               # no-zero formats
+    r = U.sel(U.ult(max_bits, r), U.sel(negative, over_neg, over_pos), r)   # finite overflow
+    r = U.sel(U.ueq(a, 0x7F800000), inf_bits, r)
+    r = U.sel(U.ueq(a, 0), zero_bits, r)
+    r = U.sel(U.ult(0x7F800000, a) | (unsigned & negative & (not U.ueq(a, 0))), 0x7FC00000, r)
+    keep_sign = negative & (not unsigned) & ((not fnuz) | ((not U.ueq(r, 0)) & (not U.ult(0x7F800000, r))))
+    return U.or_(r, U.sel(keep_sign, 0x80000000, 0))
+
+
+@njit(inline="always")
 def _f32_encode_one(u, mode, c, k, seed, counter, sr_bits):
     r, negative, Q, N = _f32_one(u, mode, c, seed, counter, sr_bits)
     return _f32_code(r, negative, Q, N, c[0], k)
@@ -358,12 +401,20 @@ def _f32_encode_one(u, mode, c, k, seed, counter, sr_bits):
 def _make_f32_kernels(mode: int):
     """The float32 round and encode kernels of one mode.  The mode is a compile-time constant
     of each: with a runtime mode LLVM if-converts every mode into one loop, and each element
-    pays for all of them (SplitMix64 included).  Numba caches each closure separately."""
+    pays for all of them (SplitMix64 included).  Numba caches each closure separately.
+    Deterministic modes round in the bit domain (_f32_round_bits), stochastic ones through
+    the integer significand (_f32_one)."""
 
-    @njit(parallel=True, cache=True)
-    def round_kernel(xb, out, start, c, seed, sr_bits):
-        for i in prange(xb.size):
-            out[i] = _f32_one(xb[i], mode, c, seed, np.uint64(start + i), sr_bits)[0]
+    if mode < 6:
+        @njit(parallel=True, cache=True)
+        def round_kernel(xb, outb, b):
+            for i in prange(xb.size):
+                outb[i] = _f32_round_bits(xb[i], mode, b)
+    else:
+        @njit(parallel=True, cache=True)
+        def round_kernel(xb, out, start, c, seed, sr_bits):
+            for i in prange(xb.size):
+                out[i] = _f32_one(xb[i], mode, c, seed, np.uint64(start + i), sr_bits)[0]
 
     @njit(parallel=True, cache=True)
     def encode_kernel(xb, out, start, c, k, seed, sr_bits):
@@ -402,6 +453,16 @@ def _params_f32(spec: RoundSpec):
             np.float32(0.0) if fmt.has_zero else nan, not fmt.signed, fmt.nan == "fnuz")
 
 
+def _params_f32_bits(spec: RoundSpec):
+    """The constants of _params_f32 as float32 bit patterns (magnitudes), for _f32_round_bits."""
+    m, emin149, flush_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz = \
+        _params_f32(spec)
+    bits = [np.array(v, np.float32).view(np.uint32) & np.uint32(0x7FFFFFFF)
+            for v in (fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val)]
+    bits = [np.uint32(0x7FC00000) if v > 0x7F800000 else np.uint32(v) for v in bits]   # the canonical NaN
+    return (m, emin149, flush_bits, *bits, unsigned, fnuz)
+
+
 def _code_params_f32(fmt: Format):
     """Per-format constants of the float32 encode kernels (the order _f32_code unpacks)."""
     smallest_code = 1 if fmt.has_subnormals and fmt.mantissa_bits else (1 << fmt.mantissa_bits) * fmt.has_zero
@@ -415,8 +476,11 @@ def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarr
     out = np.empty_like(x)
     if _fast_path(x, spec):
         kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
-        kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed or 0),
-               spec.sr_bits)
+        if spec.rounding.stochastic:
+            kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed),
+                   spec.sr_bits)
+        else:
+            kernel(x.view(np.uint32), out.view(np.uint32), _params_f32_bits(spec))
         return out
     _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
     return out
