@@ -196,16 +196,37 @@ def _reject(where: np.ndarray, what: str, fmt: Format, hint: str) -> None:
 
 def round(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow: str | Overflow = "default",
           subnormals: bool = True, flush_inputs: bool = False, seed: int | None = None,
-          sr_bits: int | None = None, via: str | None = None, backend: str = "auto") -> np.ndarray:
+          sr_bits: int | None = None, via: str | None = None, backend: str = "auto",
+          out: np.ndarray | None = None) -> np.ndarray:
     """Round ``x`` to ``fmt``; returns an array of ``x``'s float dtype and shape holding
     values exactly representable in ``fmt`` (NaN stays NaN, ±Inf where the format has them).
+
+    ``out``: a C-contiguous, writeable array of ``x``'s dtype and shape to write the result
+    into (and return), as NumPy ufuncs take; ``out=x`` rounds in place.  It saves the
+    allocation, which for large arrays costs as much as the rounding itself.
     """
     from .backends import select_backend
 
     spec = make_round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
     xp = _prepare(x, spec)
+    if out is not None:
+        _check_out(out, xp)
+        if np.may_share_memory(out, xp) and not (out.ctypes.data == xp.ctypes.data and out.strides == xp.strides):
+            xp = xp.copy()          # a partial overlap: the kernels read and write element by element
     kernel = select_backend(backend, xp)
-    return kernel.round_values(xp.reshape(-1), spec, 0).reshape(xp.shape)
+    flat_out = None if out is None else out.reshape(-1)
+    result = kernel.round_values(xp.reshape(-1), spec, 0, flat_out).reshape(xp.shape)
+    return result if out is None else out
+
+
+def _check_out(out: Any, x: np.ndarray) -> None:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array of dtype {x.dtype} and shape {x.shape}, got {type(out).__name__}")
+    if out.dtype != x.dtype or out.shape != x.shape:
+        raise ValueError(f"out has dtype {out.dtype} and shape {out.shape}; it must have x's dtype {x.dtype} "
+                         f"and shape {x.shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out must be C-contiguous and writeable (np.ascontiguousarray makes a copy that is)")
 
 
 def encode(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow: str | Overflow = "default",

@@ -727,3 +727,29 @@ def test_no_subnormal_format_below_float32_spacing_needs_float64(backend):
     x = np.array([5.31780435784782e-39, 3 * 2.0**-150 + 2.0**-128, 2.0**-128 * 0.75, 2.0**-128 * 0.25], np.float64)
     assert_matches_oracle(pl.round(x, fmt, backend=backend), x, oracle_array(x, fmt), fmt.name)
     assert pl.decode(pl.encode(x, fmt, backend=backend), fmt, backend=backend).dtype == np.float64
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_into_out(backend, dtype):
+    x = (np.random.default_rng(9).standard_normal((3, 500)) * 300).astype(dtype)
+    want = pl.round(x, "e4m3", backend=backend)
+    out = np.full_like(x, 7.0)
+    got = pl.round(x, "e4m3", backend=backend, out=out)
+    assert got is out and np.array_equal(out, want, equal_nan=True)
+    y = x.copy()
+    assert pl.round(y, "e4m3", backend=backend, out=y) is y and np.array_equal(y, want, equal_nan=True)
+    # a partial overlap is read before it is written
+    z = x.reshape(-1).copy()
+    pl.round(z[:-10], "bf16", backend=backend, out=z[10:])
+    assert np.array_equal(z[10:], pl.round(x.reshape(-1)[:-10], "bf16", backend=backend))
+
+
+@pytest.mark.parametrize("bad, exc", [
+    (np.empty((3, 500), np.float64), ValueError), (np.empty((500, 3), np.float32), ValueError),
+    (np.empty((3, 1000), np.float32)[:, ::2], ValueError), ([0.0] * 1500, TypeError),
+])
+def test_round_bad_out(bad, exc):
+    x = np.ones((3, 500), np.float32)
+    with pytest.raises(exc, match="out"):
+        pl.round(x, "bf16", out=bad)

@@ -2,7 +2,8 @@
 
 Every backend module implements the same small kernel interface and no policy:
 
-* ``round_values(x, spec, counter_start)`` -- flat float32/float64 array in, same dtype out;
+* ``round_values(x, spec, counter_start, out=None)`` -- flat float32/float64 array in, same
+  dtype out (written into ``out`` when given: same dtype and size, may be ``x`` itself);
 * ``encode_values(x, spec, counter_start)`` -- flat floats in, ``spec.format.code_dtype`` codes out;
 * ``decode_codes(codes, fmt)`` -- flat codes in, floats out.
 

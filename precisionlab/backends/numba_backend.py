@@ -472,8 +472,8 @@ def _code_params_f32(fmt: Format):
             fmt.nan in ("ieee", "fn"))
 
 
-def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
-    out = np.empty_like(x)
+def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int, out: np.ndarray | None = None) -> np.ndarray:
+    out = np.empty_like(x) if out is None else out
     if _fast_path(x, spec):
         kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
         if spec.rounding.stochastic:

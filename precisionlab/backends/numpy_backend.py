@@ -174,12 +174,15 @@ def values_to_codes(mag: np.ndarray, negative: np.ndarray, is_nan: np.ndarray, f
     return code.astype(fmt.code_dtype)
 
 
-def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
+def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int, out: np.ndarray | None = None) -> np.ndarray:
     mag, negative, is_nan = round_to_values(x, spec, counter_start)
     value = np.where(negative, -mag, mag)
     nan_negative = negative & (spec.format.nan != "fnuz")      # the fnuz NaN has no sign
     value = np.where(is_nan, np.where(nan_negative, -np.nan, np.nan), value)
-    return value.astype(x.dtype)
+    if out is None:
+        return value.astype(x.dtype)
+    out[...] = value
+    return out
 
 
 def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
