@@ -138,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         numba.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    commit = _commit()   # before the run: the checkout may move while it runs
     results = [sweep_format(f, args.chunk_bits, args.backend, args.keep, sys.stderr, args.every)
                for f in args.formats]
     print(markdown(results))
     meta = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-            "ml_dtypes": ml_dtypes.__version__, "precisionlab_commit": _commit(), "backend": args.backend,
+            "ml_dtypes": ml_dtypes.__version__, "precisionlab_commit": commit, "backend": args.backend,
             "threads": numba.get_num_threads(),
             "chunks_every": args.every, "complete": args.every == 1,
             "seconds": round(time.perf_counter() - t0, 1)}

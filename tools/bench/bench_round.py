@@ -42,6 +42,7 @@ Setup and run (peers only in this benchmark venv, never project dependencies)::
     /tmp/bench-venv/bin/python tools/bench/bench_round.py --json bench.json
     /tmp/bench-venv/bin/python tools/bench/bench_round.py --data normal --no-peers
     /tmp/bench-venv/bin/python tools/bench/bench_round.py --quick          # smoke run, small sizes
+    /tmp/bench-venv/bin/python tools/bench/bench_round.py --from-json bench.json   # re-print a saved run
 
 Without gfloat/pychop installed their columns are left empty.
 """
@@ -129,16 +130,17 @@ def make_values(n: int, seed: int = 0, kind: str = "mix") -> np.ndarray:
 # ---- timing ---------------------------------------------------------------------------------
 
 def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
-    """Best wall time of ``repeats`` calls (after one untimed warm-up call)."""
-    fn()
+    """Best wall time of ``repeats`` calls (after one untimed warm-up call, which also compiles)."""
     times = []
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+        with np.errstate(all="ignore"):   # the peers warn on overflow; their results are checked instead
             fn()
-            times.append(time.perf_counter() - t0)
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
     finally:
         if gc_was:
             gc.enable()
@@ -194,7 +196,7 @@ def explain(fmt: pl.Format, x: np.ndarray, expect: np.ndarray, theirs: np.ndarra
         outside = bad & finite & (differ(pl.round(np.where(finite, theirs, 0), fmt, backend="numpy"), theirs))
     cats = {
         "x < 0 to an unsigned format": bad & (x < 0) if not fmt.signed else np.zeros_like(bad),
-        "|x| > max -> 0": bad & np.isfinite(x) & (np.abs(x) > fmt.max) & (theirs == 0),
+        "abs(x) > max -> 0": bad & np.isfinite(x) & (np.abs(x) > fmt.max) & (theirs == 0),
         "result not a value of the format": outside,
         "-0 -> +0": bad & (x == 0) & (theirs == 0) & np.signbit(x) & ~np.signbit(theirs),
         "finite overflow -> ±Inf": bad & np.isfinite(x) & np.isinf(theirs) & (np.abs(expect) == fmt.max),
@@ -254,22 +256,39 @@ def _version(mod: str) -> str:
 # ---- the benchmark ----------------------------------------------------------------------------
 
 def run(n: int, peer_n: int, repeats: int, peer_repeats: int, threads: list[int], formats: list[str],
-        modes: list[str], log, data_kind: str = "mix", peers: bool = True) -> tuple[list[Record], dict]:
+        modes: list[str], log, data_kind: str = "mix", peers: bool = True,
+        rounds: int = 1) -> tuple[list[Record], dict]:
+    """Time and check every case; with ``rounds`` > 1 every case is timed again in later passes
+    (each of ``repeats`` calls) and the best over all passes kept, so that a burst of load from
+    other processes spoils one pass of a case, not its figure."""
+    env = environment()   # before the run: the checkout may move while it runs
     x = make_values(n, kind=data_kind)
     x_nonan = np.where(np.isnan(x), np.float32(0.0), x)
     gfl, pyc = (_gfloat(), _pychop()) if peers else (None, None)
     records: list[Record] = []
+    timers: list[tuple[Record, Callable[[], object], int | None, int]] = []
 
     def say(msg: str) -> None:
         print(msg, file=log, flush=True)
 
+    def timed(fn: Callable[[], object], reps: int, t: int | None = None) -> tuple[float, list[float]]:
+        if t is not None:
+            numba.set_num_threads(t)
+        best, times = best_of(fn, reps)
+        timers.append((None, fn, t, reps))
+        return best, times
+
+    def add(rec: Record) -> Record:
+        records.append(rec)
+        timers[-1] = (rec, *timers[-1][1:])
+        return rec
+
     dst = np.empty_like(x)
-    best, times = best_of(lambda: np.copyto(dst, x), repeats)
-    copy_rate = n / best
-    records.append(Record("np.copyto", "-", "-", None, n, best, times, 8, check="-"))
-    best, times = best_of(lambda: x.copy(), repeats)
-    records.append(Record("x.copy() (fresh output)", "-", "-", None, n, best, times, 8, check="-"))
-    say(f"copy: {copy_rate / 1e6:.0f} M el/s")
+    best, times = timed(lambda: np.copyto(dst, x), repeats)
+    add(Record("np.copyto", "-", "-", None, n, best, times, 8, check="-"))
+    best, times = timed(lambda: x.copy(), repeats)
+    add(Record("x.copy() (fresh output)", "-", "-", None, n, best, times, 8, check="-"))
+    say(f"copy: {n / records[0].best_s / 1e6:.0f} M el/s")
 
     for fname in formats:
         fmt = pl.get_format(fname)
@@ -279,12 +298,11 @@ def run(n: int, peer_n: int, repeats: int, peer_repeats: int, threads: list[int]
             ref_prefix = pl.round(data[:peer_n], fmt, backend="numpy", **kw)
             ours = None
             for t in threads:
-                numba.set_num_threads(t)
-                best, times = best_of(lambda fmt=fmt, data=data, kw=kw: pl.round(data, fmt, backend="numba", **kw),
-                                      repeats)
+                best, times = timed(lambda fmt=fmt, data=data, kw=kw: pl.round(data, fmt, backend="numba", **kw),
+                                    repeats, t)
                 ours = pl.round(data, fmt, backend="numba", **kw)
                 bad = differ(ours[:peer_n], ref_prefix)
-                records.append(Record("pl.round", fname, mode, t, n, best, times, 8,
+                add(Record("pl.round", fname, mode, t, n, best, times, 8,
                                       check=f"= numpy backend on {peer_n:,}", mismatches=int(bad.sum()),
                                       examples=describe(data, ours, ref_prefix, bad)))
                 say(f"pl.round {fname} {mode} t={t}: {n / best / 1e6:.0f} M el/s")
@@ -293,17 +311,17 @@ def run(n: int, peer_n: int, repeats: int, peer_repeats: int, threads: list[int]
             if mode == "rne" and dtype is not None:
                 name = "numpy astype" if dtype == np.float16 else "ml_dtypes astype"
                 with np.errstate(all="ignore"):
-                    best, times = best_of(lambda d=data, dt=dtype: d.astype(dt), repeats)
-                    records.append(Record(f"{name}", fname, mode, None, n, best, times, 4 + dtype.itemsize,
+                    best, times = timed(lambda d=data, dt=dtype: d.astype(dt), repeats)
+                    add(Record(f"{name}", fname, mode, None, n, best, times, 4 + dtype.itemsize,
                                           check="(codes; see round trip)"))
-                    best, times = best_of(lambda d=data, dt=dtype: d.astype(dt).astype(np.float32), repeats)
+                    best, times = timed(lambda d=data, dt=dtype: d.astype(dt).astype(np.float32), repeats)
                     theirs = data.astype(dtype).astype(np.float32)
                 bad = differ(ours, theirs)
                 documented = e8m0_documented(data, ours, theirs) if fname == "e8m0" else np.zeros_like(bad)
                 note = f"= pl.round on {n:,}"
                 if documented.any():
                     note += f" ({int(documented.sum())} documented e8m0 deviations excluded)"
-                records.append(Record(f"{name} round trip", fname, mode, None, n, best, times, 8, check=note,
+                add(Record(f"{name} round trip", fname, mode, None, n, best, times, 8, check=note,
                                       mismatches=int((bad & ~documented).sum()),
                                       examples=describe(data, ours, theirs, bad & ~documented)))
                 say(f"{name} {fname}: {n / records[-2].best_s / 1e6:.0f} M el/s, round trip "
@@ -323,11 +341,12 @@ def run(n: int, peer_n: int, repeats: int, peer_repeats: int, threads: list[int]
                     call = functools.partial(gfloat.round_ndarray, fi, p64, gmodes[mode], sat)
                     expect = ref_prefix
                     note = f"= pl.round on {peer_n:,}"
-                best, times = best_of(call, peer_repeats)
-                theirs = call()
+                best, times = timed(call, peer_repeats)
+                with np.errstate(all="ignore"):
+                    theirs = call()
                 bad = differ(expect, theirs)
                 bad, explained = explain(fmt, prefix, expect, theirs, bad)
-                records.append(Record("gfloat", fname, mode, None, peer_n, best, times, 8, check=note,
+                add(Record("gfloat", fname, mode, None, peer_n, best, times, 8, check=note,
                                       mismatches=int(bad.sum()), examples=describe(prefix, expect, theirs, bad),
                                       explained=explained))
                 say(f"gfloat {fname} {mode}: {peer_n / best / 1e6:.1f} M el/s")
@@ -336,8 +355,9 @@ def run(n: int, peer_n: int, repeats: int, peer_repeats: int, threads: list[int]
                 eb, sb, same_as = pformats[fname]
                 chop = pychop.Chop(eb, sb, rmode=pmodes[mode], subnormal=True, chunk_size=peer_n + 1,
                                    random_state=SEED)
-                best, times = best_of(lambda c=chop, p=prefix: c(p), peer_repeats)
-                theirs = np.asarray(chop(prefix), dtype=np.float32)
+                best, times = timed(lambda c=chop, p=prefix: c(p), peer_repeats)
+                with np.errstate(all="ignore"):
+                    theirs = np.asarray(chop(prefix), dtype=np.float32)
                 if mode == "sr":
                     lo = pl.round(prefix, same_as, rounding="rdn", backend="numpy")
                     hi = pl.round(prefix, same_as, rounding="rup", backend="numpy")
@@ -348,16 +368,27 @@ def run(n: int, peer_n: int, repeats: int, peer_repeats: int, threads: list[int]
                     bad = differ(expect, theirs)
                     note = f"= pl.round({same_as}) on {peer_n:,}"
                 bad, explained = explain(pl.get_format(same_as), prefix, expect, theirs, bad)
-                records.append(Record("pychop", fname, mode, None, peer_n, best, times, 8, check=note,
+                add(Record("pychop", fname, mode, None, peer_n, best, times, 8, check=note,
                                       mismatches=int(bad.sum()), examples=describe(prefix, expect, theirs, bad),
                                       explained=explained))
                 say(f"pychop {fname} {mode}: {peer_n / best / 1e6:.1f} M el/s")
 
+    for k in range(1, rounds):
+        say(f"pass {k + 1} of {rounds}")
+        for rec, fn, t, reps in timers:
+            if t is not None:
+                numba.set_num_threads(t)
+            best, times = best_of(fn, reps)
+            rec.times_s += times
+            rec.best_s = min(rec.best_s, best)
+    copy_rate = n / records[0].best_s
     for r in records:
         r.el_per_s = r.n / r.best_s
         r.frac_copy = r.el_per_s * r.bytes_per_el / (copy_rate * 8)
     meta = {"data": data_kind, "n": n, "peer_n": peer_n, "repeats": repeats, "peer_repeats": peer_repeats,
-            "threads": threads, "sr_seed": SEED, "copy_el_per_s": copy_rate, **environment()}
+            "rounds": rounds,
+            "threads": threads, "sr_seed": SEED, "copy_el_per_s": copy_rate, **env,
+            "load_average": os.getloadavg(), "numba_threading_layer": numba.threading_layer()}
     return records, meta
 
 
@@ -383,7 +414,7 @@ def environment() -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"cpu": lscpu("Model name"), "cpus": os.cpu_count(), "memory": mem,
-            "load_average": os.getloadavg(), "numba_threading_layer": numba.threading_layer(),
+            "load_average": os.getloadavg(),
             "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
             "ml_dtypes": ml_dtypes.__version__, "gfloat": _version("gfloat"), "pychop": _version("pychop"),
             "precisionlab_commit": commit}
@@ -420,7 +451,7 @@ def targets(records: list[Record], threads: list[int]) -> list[dict]:
 
     for fmt, need in ASTYPE_TARGETS.items():
         peer = "numpy astype" if fmt == "fp16" else "ml_dtypes astype"
-        ratio(f"pl.round / {peer}", fmt, "rne", peer, need)
+        ratio(f"pl.round / {peer} ({fmt})", fmt, "rne", peer, need)
     for peer in ("gfloat", "pychop"):
         for r in records:
             if r.impl == peer:
@@ -437,7 +468,8 @@ def markdown(records: list[Record], meta: dict) -> str:
     copy = meta["copy_el_per_s"]
     load = ", ".join(f"{v:.2f}" for v in meta["load_average"])
     out = [f"Data '{meta['data']}': n = {meta['n']:,} float32 values (gfloat/pychop: the first {meta['peer_n']:,}); "
-           f"best of {meta['repeats']} (peers {meta['peer_repeats']}); np.copyto: {copy / 1e6:,.0f} M el/s = "
+           f"best of {meta['rounds']} passes × {meta['repeats']} calls (gfloat/pychop: × {meta['peer_repeats']}); "
+           f"np.copyto: {copy / 1e6:,.0f} M el/s = "
            f"{copy * 8 / 1e9:.1f} GB/s; load average at the end {load}; precisionlab {meta['precisionlab_commit']}.",
            "",
            "Throughput, M elements/s (in brackets: bytes read + written per second as % of np.copyto's):", ""]
@@ -457,9 +489,18 @@ def markdown(records: list[Record], meta: dict) -> str:
     for r in records:
         if r.format == "-":
             out.append(f"| {r.impl} | | {_rate(r, True)} |" + " |" * (len(head) - 3))
-    out += ["", "Targets (issue 2; ratios are pl.round's elements/s over the peer's):", "",
+    rows = targets(records, th)
+    out += ["", "Targets of issue 2, summary (ratios are pl.round's elements/s over the peer's):", "",
+            "| target | needed | cases | met | worst | best |", "|---|---:|---:|---:|---|---|"]
+    for name in dict.fromkeys(r["target"] for r in rows):
+        group = [r for r in rows if r["target"] == name]
+        lo, hi = min(group, key=lambda r: r["measured"]), max(group, key=lambda r: r["measured"])
+        out.append(f"| {name} | {group[0]['need']:,.0f} | {len(group)} | {sum(r['pass'] for r in group)} | "
+                   f"{lo['measured']:,.1f} ({lo['format']} {lo['mode']}) | {hi['measured']:,.1f} "
+                   f"({hi['format']} {hi['mode']}) |")
+    out += ["", "Targets of issue 2, every case:", "",
             "| target | format | mode | threads | measured | needed | met |", "|---|---|---|---:|---:|---:|---|"]
-    for row in targets(records, th):
+    for row in rows:
         out.append(f"| {row['target']} | {row['format']} | {row['mode']} | {row['threads']} | "
                    f"{row['measured']:,.1f} | {row['need']:,.0f} | {'yes' if row['pass'] else '**no**'} |")
     rt_rows = []
@@ -488,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10**7, help="values timed (default 10^7)")
     ap.add_argument("--peer-n", type=int, default=10**6, help="prefix timed for gfloat and pychop (default 10^6)")
-    ap.add_argument("--repeats", type=int, default=7, help="timed calls per figure, best taken (default 7)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per figure and pass (default 5)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="passes over all cases, best over all kept; spreads each case over time (default 3)")
     ap.add_argument("--peer-repeats", type=int, default=3, help="timed calls for gfloat/pychop (default 3)")
     ap.add_argument("--threads", default="2,1", help="numba thread counts, comma separated (default 2,1)")
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), metavar="FMT",
@@ -498,10 +541,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write every measurement as JSON to PATH ('-': stdout)")
     ap.add_argument("--data", choices=("mix", "normal"), default="mix", help="data set (default mix)")
     ap.add_argument("--no-peers", action="store_true", help="skip gfloat and pychop")
+    ap.add_argument("--from-json", metavar="PATH", help="print the markdown of a saved --json run; time nothing")
     ap.add_argument("--quick", action="store_true", help="smoke run: n=10^5, peer-n=10^4, 2 repeats")
     args = ap.parse_args(argv)
     if args.quick:
-        args.n, args.peer_n, args.repeats, args.peer_repeats = 10**5, 10**4, 2, 1
+        args.n, args.peer_n, args.repeats, args.peer_repeats, args.rounds = 10**5, 10**4, 2, 1, 1
+    if args.from_json:
+        with open(args.from_json) as fh:
+            payload = json.load(fh)
+        print(markdown([Record(**r) for r in payload["records"]], payload["meta"]))
+        return 0
     threads = [int(t) for t in args.threads.split(",")]
     bad = [t for t in threads if not 1 <= t <= numba.config.NUMBA_NUM_THREADS]
     if bad:
@@ -511,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.peer_n <= args.n:
         ap.error(f"--peer-n={args.peer_n} must be in 1..--n ({args.n})")
     records, meta = run(args.n, args.peer_n, args.repeats, args.peer_repeats, threads, args.formats, args.modes,
-                        sys.stderr, args.data, not args.no_peers)
+                        sys.stderr, args.data, not args.no_peers, args.rounds)
     payload = {"meta": meta, "records": [asdict(r) for r in records], "targets": targets(records, threads)}
     if args.json == "-":
         json.dump(payload, sys.stdout, indent=1)

@@ -20,9 +20,10 @@ float32 values (``bench_round.make_values``) it times, for each thread count:
 * the same kernel body compiled serially with and without its in-loop ``mode < 6`` branch.
 
 Every minimal kernel's output is checked against ``pl.round`` (mismatch count printed), so a
-figure here is a speed that an exact kernel reaches.  Run::
+figure here is a speed that an exact kernel reaches; ``--exhaustive`` also checks them against
+``pl.round`` on all 2^32 float32 inputs (a few minutes).  Run::
 
-    .venv/bin/python tools/bench/profile_round.py [--threads 2,1] [--n 10000000]
+    .venv/bin/python tools/bench/profile_round.py [--threads 2,1] [--n 10000000] [--exhaustive]
 """
 
 from __future__ import annotations
@@ -116,6 +117,28 @@ def _sketch_args(name: str):
             np.uint32(over))
 
 
+def exhaustive_check(log) -> list[tuple[str, int]]:
+    """Mismatches of each minimal kernel against pl.round over all 2^32 float32 bit patterns."""
+    seed = np.uint64(12345)
+    cases = [("bf16 rne bits", "bf16", {}, lambda xb, ob: bf16_rne_bits(xb, ob)),
+             ("bf16 sr bits", "bf16", {"rounding": "sr", "seed": 12345}, lambda xb, ob: bf16_sr_bits(xb, ob, seed))]
+    for f in ("fp16", "e4m3", "e5m2"):
+        sk = _sketch_args(f)
+        cases.append((f"{f} rne sketch", f, {}, lambda xb, ob, sk=sk: rne_sketch(xb, ob, *sk)))
+    chunk = 1 << 24
+    result = []
+    for label, fmt, kw, kernel in cases:
+        bad = 0
+        for c in range(1 << 8):
+            xb = np.arange(c * chunk, (c + 1) * chunk, dtype=np.uint64).astype(np.uint32)
+            ob = np.empty_like(xb)
+            kernel(xb, ob)
+            bad += int(differ(ob.view(np.float32), pl.round(xb.view(np.float32), fmt, **kw)).sum())
+        print(f"{label}: {bad} mismatches over 2^32 inputs", file=log, flush=True)
+        result.append((label, bad))
+    return result
+
+
 def _pl_internals():
     """precisionlab's float32 kernel pieces, or None where the private API changed."""
     try:
@@ -169,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=10**7)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", default="2,1")
+    ap.add_argument("--exhaustive", action="store_true", help="also check the minimal kernels on all 2^32 inputs")
     args = ap.parse_args(argv)
     x = make_values(args.n)
     n = x.size
@@ -220,10 +244,14 @@ def main(argv: list[str] | None = None) -> int:
             best, _ = best_of(lambda k=k: k(xb, out, np.uint64(0), *p), args.repeats)
             rows.append((f"serial pl kernel body: {k.__name__}", "1 (serial)", n / best, ""))
             print(f"{rows[-1][0]}: {n / best / 1e6:,.0f} M el/s", file=sys.stderr, flush=True)
-    print(f"n = {n:,}, best of {args.repeats}, load average {os.getloadavg()}\n")
+    exhaustive = exhaustive_check(sys.stderr) if args.exhaustive else []
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"n = {n:,}, best of {args.repeats}, load average {load}\n")
     print("| kernel | threads | M el/s | check |\n|---|---:|---:|---|")
     for label, t, rate, note in rows:
         print(f"| {label} | {t} | {rate / 1e6:,.0f} | {note} |")
+    if exhaustive:
+        print("\nAll 2^32 float32 inputs: " + ", ".join(f"{k}: {v:,} mismatches" for k, v in exhaustive))
     return 0
 
 
