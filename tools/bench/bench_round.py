@@ -19,7 +19,11 @@ What is timed (DESIGN §12, issue 2's benchmark item), all on one array of 10^7 
   a call reads and writes (input + output) per second over the bytes ``np.copyto`` moves per
   second (8 per element).
 
-Peers run single-threaded (they are NumPy code); ``threads`` applies to ``pl.round`` only.
+pychop gets ``chunk_size`` above the prefix size, so it skips dask (its fastest setting).
+Each figure is the best over ``--rounds`` passes (spread over the run, so that a burst of load
+from other processes spoils one pass, not the figure) of ``--repeats`` calls each, after one
+untimed warm-up call that also compiles.  Peers run single-threaded (they are NumPy code);
+``threads`` applies to ``pl.round`` only.
 Every timed output is checked: pl.round (numba) against the NumPy reference backend on a
 prefix; the ml_dtypes round trip against pl.round on all values (NaN vs NaN counts as equal,
 everything else bitwise; the e8m0 deviation documented in README "Decisions" is counted
