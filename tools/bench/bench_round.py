@@ -310,6 +310,12 @@ def run(n: int, peer_n: int, repeats: int, peer_repeats: int, threads: list[int]
                                       check=f"= numpy backend on {peer_n:,}", mismatches=int(bad.sum()),
                                       examples=describe(data, ours, ref_prefix, bad)))
                 say(f"pl.round {fname} {mode} t={t}: {n / best / 1e6:.0f} M el/s")
+                into = np.empty_like(data)
+                best, times = timed(lambda fmt=fmt, data=data, kw=kw, into=into:
+                                    pl.round(data, fmt, backend="numba", out=into, **kw), repeats, t)
+                add(Record("pl.round out=", fname, mode, t, n, best, times, 8,
+                           check="= pl.round", mismatches=int(differ(into, ours).sum()),
+                           examples=describe(data, into, ours, differ(into, ours))))
             # ml_dtypes / NumPy astype: RNE only
             dtype = fmt.ml_dtype
             if mode == "rne" and dtype is not None:
@@ -445,8 +451,8 @@ def targets(records: list[Record], threads: list[int]) -> list[dict]:
     t = 2 if 2 in threads else max(threads)
     rows = []
 
-    def ratio(name, fmt, mode, peer, need):
-        ours, theirs = _find(records, "pl.round", fmt, mode, t), _find(records, peer, fmt, mode)
+    def ratio(name, fmt, mode, peer, need, impl="pl.round"):
+        ours, theirs = _find(records, impl, fmt, mode, t), _find(records, peer, fmt, mode)
         if ours is None or theirs is None:
             return
         value = ours.el_per_s / theirs.el_per_s
@@ -456,10 +462,12 @@ def targets(records: list[Record], threads: list[int]) -> list[dict]:
     for fmt, need in ASTYPE_TARGETS.items():
         peer = "numpy astype" if fmt == "fp16" else "ml_dtypes astype"
         ratio(f"pl.round / {peer} ({fmt})", fmt, "rne", peer, need)
+        ratio(f"pl.round out= / {peer} ({fmt})", fmt, "rne", peer, need, "pl.round out=")
     for peer in ("gfloat", "pychop"):
         for r in records:
             if r.impl == peer:
                 ratio(f"pl.round / {peer}", r.format, r.mode, peer, PEER_TARGET)
+                ratio(f"pl.round out= / {peer}", r.format, r.mode, peer, PEER_TARGET, "pl.round out=")
     for r in records:
         if r.impl == "pl.round" and r.mode == "sr" and r.threads == t:
             rows.append({"target": "pl.round sr, M el/s", "format": r.format, "mode": "sr", "threads": t,
@@ -477,7 +485,7 @@ def markdown(records: list[Record], meta: dict) -> str:
            f"{copy * 8 / 1e9:.1f} GB/s; load average at the end {load}; precisionlab {meta['precisionlab_commit']}.",
            "",
            "Throughput, M elements/s (in brackets: bytes read + written per second as % of np.copyto's):", ""]
-    head = ["format", "mode"] + [f"pl.round {t} thr" for t in th] + \
+    head = ["format", "mode"] + [f"pl.round {t} thr" for t in th] + [f"pl.round out= {t} thr" for t in th] + \
         ["astype(dtype)", "astype round trip", "gfloat", "pychop"]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     fmts = list(dict.fromkeys(r.format for r in records if r.impl == "pl.round"))
@@ -487,6 +495,7 @@ def markdown(records: list[Record], meta: dict) -> str:
             ast = _find(records, "ml_dtypes astype", f, m) or _find(records, "numpy astype", f, m)
             rt = _find(records, "ml_dtypes astype round trip", f, m) or _find(records, "numpy astype round trip", f, m)
             cells = [f, m] + [_rate(_find(records, "pl.round", f, m, t), True) for t in th] + \
+                [_rate(_find(records, "pl.round out=", f, m, t), True) for t in th] + \
                 [_rate(ast, True), _rate(rt, True), _rate(_find(records, "gfloat", f, m)),
                  _rate(_find(records, "pychop", f, m))]
             out.append("| " + " | ".join(cells) + " |")
