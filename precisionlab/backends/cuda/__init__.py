@@ -18,7 +18,8 @@ from ...formats import Format
 from ...rounding import Overflow, Rounding, RoundSpec, fits_float32
 
 __all__ = ["MODE_CODES", "OVERFLOW_CODES", "NAN_KINDS", "FORMAT_ARG_TYPES", "SPEC_ARG_TYPES", "format_args",
-           "spec_args", "source", "source_dir", "uses_fast_path"]
+           "spec_args", "source", "source_dir", "kernel_source", "uses_fast_path", "round_kernel_name",
+           "encode_kernel_name", "decode_kernel_name", "kernel_names"]
 
 #: Rounding -> PL_* mode code of round.cuh.
 MODE_CODES = {Rounding.RNE: 0, Rounding.RNA: 1, Rounding.RTZ: 2, Rounding.RUP: 3, Rounding.RDN: 4,
@@ -65,3 +66,44 @@ def source_dir():
 def source(name: str) -> str:
     """The text of one shipped CUDA source, e.g. ``source("round.cuh")``."""
     return (source_dir() / name).read_text(encoding="utf-8")
+
+
+def kernel_source() -> str:
+    """The text the CuPy backend compiles: round.cuh followed by kernels.cu, its
+    ``#include "round.cuh"`` resolved inline (CuPy's kernel cache keys on a hash of the
+    text, so an edit of the header then recompiles, and no include path is needed)."""
+    include = '#include "round.cuh"'
+    kernels = source("kernels.cu")
+    if include not in kernels:
+        raise AssertionError(f"kernels.cu no longer has the line {include!r}")
+    return source("round.cuh") + "\n" + kernels.replace(include, "")
+
+
+def _b(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+_C_CODE_TYPES = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int", 8: "unsigned long long"}
+
+
+def round_kernel_name(in64: bool, fast: bool) -> str:
+    """The template instance of pl_round_kernel for float64 (in64) or float32 data."""
+    return f"pl_round_kernel<{_b(in64)}, {_b(fast)}>"
+
+
+def encode_kernel_name(in64: bool, fast: bool, code_bytes: int) -> str:
+    return f"pl_encode_kernel<{_b(in64)}, {_b(fast)}, {_C_CODE_TYPES[code_bytes]}>"
+
+
+def decode_kernel_name(code_bytes: int, out64: bool, fast: bool) -> str:
+    return f"pl_decode_kernel<{_C_CODE_TYPES[code_bytes]}, {_b(out64)}, {_b(fast)}>"
+
+
+def kernel_names() -> list[str]:
+    """Every template instance the CuPy backend can launch (the fast path only with float32)."""
+    names = [round_kernel_name(False, True), round_kernel_name(False, False), round_kernel_name(True, False)]
+    for nbytes in _C_CODE_TYPES:
+        names += [encode_kernel_name(False, True, nbytes), encode_kernel_name(False, False, nbytes),
+                  encode_kernel_name(True, False, nbytes), decode_kernel_name(nbytes, False, True),
+                  decode_kernel_name(nbytes, False, False), decode_kernel_name(nbytes, True, False)]
+    return names
