@@ -214,26 +214,24 @@ def round_code(negative, kind, M, E, fp, sp, counter):
     return code
 
 
+# binary64 / binary32 as formats (format_args order), and RNE with the default policy
+_F64_FORMAT = (I64(11), I64(52), I64(1023), I64(0), I64(15),
+               U64(0x8000000000000000), U64(0x7FEFFFFFFFFFFFFF), U64(0x7FF0000000000000), U64(0x7FF8000000000000))
+_F32_FORMAT = (I64(8), I64(23), I64(127), I64(0), I64(15),
+               U64(0x80000000), U64(0x7F7FFFFF), U64(0x7F800000), U64(0x7FC00000))
+_FLOAT_SPEC = (I64(0), I64(0), I64(1), I64(64), U64(0))
+
+
 @cuda.jit(device=True)
 def _pack_float(S, q, out64):
-    """Bits of the float64 (out64) or float32 with magnitude S·2^q, which must be exact there."""
-    if S == _Z:
-        return _Z
-    mb = I64(52) if out64 else I64(23)
-    fbias = I64(1023) if out64 else I64(127)
-    femin = I64(1) - fbias
-    top = bit_length(S) - I64(1)
-    e = q + top
-    if e >= femin:
-        if top <= mb:
-            sig = S << U64(mb - top)
-        else:
-            sig = S >> U64(top - mb)
-        return (U64(e + fbias) << U64(mb)) | (sig & ((_1 << U64(mb)) - _1))
-    sh = q - (femin - mb)                              # multiples of the float's subnormal step
-    if sh >= I64(0):
-        return S << U64(sh)
-    return S >> U64(-sh)
+    """Bits of the float64 (out64) or float32 nearest to S·2^q (ties to even, overflow to Inf:
+    NumPy's astype).  Values of a format are exact in its decode dtype; only a float32 result
+    of a format wider than float32 (the max that overflow='saturate' gives for an infinite
+    float32 input) is rounded, as the reference's final astype(float32) rounds it.  A float is
+    a format, so this is round_code to binary64/32."""
+    if out64:
+        return round_code(False, FINITE, S, q, _F64_FORMAT, _FLOAT_SPEC, _Z)
+    return round_code(False, FINITE, S, q, _F32_FORMAT, _FLOAT_SPEC, _Z)
 
 
 @cuda.jit(device=True)

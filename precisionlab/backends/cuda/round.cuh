@@ -254,23 +254,48 @@ PL_FN U pl_round_code(bool negative, int kind, U M, int E, const pl_spec& s, pl_
 
 /* ---- floats as bit patterns ------------------------------------------------------------ */
 
-/* Bits of the float (float32 when U is pl_u32, else float64 or float32 by out64) whose
- * magnitude is S * 2^q; the value must be exactly representable there. */
-template <typename U>
-PL_FN U pl_pack_float(U S, int q, bool out64)
+/* Bits of the float32 with magnitude S * 2^q, which must be exact in float32 (32-bit path). */
+PL_FN pl_u32 pl_pack_float(pl_u32 S, int q, bool)
 {
     if (S == 0) return 0;
-    const int mb = out64 ? 52 : 23;
-    const int bias = out64 ? 1023 : 127;
-    const int emin = 1 - bias;
     const int top = pl_bit_length(S) - 1;
     const int e = q + top;
-    if (e >= emin) {
-        const U sig = top <= mb ? (S << (mb - top)) : (S >> (top - mb));
-        return ((U)(e + bias) << mb) | (sig & (((U)1 << mb) - 1));
+    if (e >= -126) {
+        const pl_u32 sig = top <= 23 ? (S << (23 - top)) : (S >> (top - 23));
+        return ((pl_u32)(e + 127) << 23) | (sig & 0x7FFFFFu);
     }
-    const int sh = q - (emin - mb);          /* multiples of the float's subnormal step */
+    const int sh = q + 149;                  /* multiples of 2^-149 */
     return sh >= 0 ? (S << sh) : (S >> (-sh));
+}
+
+/* The binary32 / binary64 formats themselves, for pl_round_code. */
+PL_FN pl_spec pl_float_spec(bool out64)
+{
+    pl_spec s;
+    if (out64) {
+        s.f = pl_make_format(11, 52, 1023, PL_NAN_IEEE, PL_HAS_INF | PL_HAS_ZERO | PL_HAS_SUBNORMALS | PL_SIGNED,
+                             0x8000000000000000ull, 0x7FEFFFFFFFFFFFFFull, 0x7FF0000000000000ull,
+                             0x7FF8000000000000ull);
+    } else {
+        s.f = pl_make_format(8, 23, 127, PL_NAN_IEEE, PL_HAS_INF | PL_HAS_ZERO | PL_HAS_SUBNORMALS | PL_SIGNED,
+                             0x80000000ull, 0x7F7FFFFFull, 0x7F800000ull, 0x7FC00000ull);
+    }
+    s.mode = PL_RNE;
+    s.overflow = PL_OVERFLOW_DEFAULT;
+    s.flags = PL_KEEP_SUBNORMALS;
+    s.sr_bits = 64;
+    s.seed = 0;
+    return s;
+}
+
+/* Bits of the float64 (out64) or float32 nearest to S * 2^q, ties to even, overflow to Inf:
+ * NumPy's astype.  Every value of a format is exact in its decode dtype; only a float32
+ * result of a format wider than float32 (the max that overflow='saturate' gives for an
+ * infinite float32 input) is rounded, as the reference's final astype(float32) rounds it.
+ * A float is a format, so this is pl_round_code to binary32/64. */
+PL_FN pl_u64 pl_pack_float(pl_u64 S, int q, bool out64)
+{
+    return pl_round_code<pl_u64>(false, PL_FINITE, S, q, pl_float_spec(out64), 0);
 }
 
 /* Bits of the float of width out64 holding the value of code (the reference's decode). */
@@ -293,9 +318,9 @@ PL_FN U pl_code_to_float(U code, const pl_format& f, bool out64)
     if ((f.flags & PL_HAS_INF) && mag == (U)f.inf_code) return inf | sign_bit;
     if (exp_field == 0 && (f.flags & PL_HAS_ZERO)) {      /* subnormals, or only zeros */
         const U S = (f.flags & PL_HAS_SUBNORMALS) ? frac : (U)0;
-        return sign_bit | pl_pack_float<U>(S, f.emin - m, out64);
+        return sign_bit | pl_pack_float(S, f.emin - m, out64);
     }
-    return sign_bit | pl_pack_float<U>(frac | ((U)1 << m), (int)exp_field - f.bias - m, out64);
+    return sign_bit | pl_pack_float((U)(frac | ((U)1 << m)), (int)exp_field - f.bias - m, out64);
 }
 
 /* ---- element functions: what one kernel thread does to one element --------------------- */
