@@ -51,6 +51,8 @@ if not SIMULATED:
     if not cuda.is_available():
         raise GPUUnavailable(name, "driver", "numba-cuda cannot use the CUDA driver (see numba.cuda.detect())")
 
+from numba.cuda.cudadrv.devicearray import is_cuda_ndarray  # noqa: E402  (the simulator's, under it)
+
 from . import numba_cuda_device as D  # noqa: E402  (after the checks: it compiles nothing, but needs numba.cuda)
 
 U64 = np.uint64
@@ -119,7 +121,7 @@ def _launch(kernel, n: int, *args, blocks: int | None = None, threads: int | Non
 
 
 def _on_device(a) -> bool:
-    return hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
+    return is_cuda_ndarray(a) or (hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray))
 
 
 def _is_cupy(a) -> bool:
@@ -133,7 +135,7 @@ def _bits_dtype(dtype) -> np.dtype:
 def _device_input(a, bits: np.dtype | None):
     """A Numba device view of ``a`` (reinterpreted as ``bits``), copying host data over."""
     if _on_device(a):
-        d = cuda.as_cuda_array(a)
+        d = a if is_cuda_ndarray(a) else cuda.as_cuda_array(a)      # the simulator's arrays have no CAI
         return d.view(bits) if bits is not None else d
     a = np.ascontiguousarray(a)
     return cuda.to_device(a.view(bits) if bits is not None else a)

@@ -5,8 +5,9 @@ The header is built into a shared library once per session with nvcc (-x cu, hos
 only), or g++ (the header defines the CUDA qualifiers away) where nvcc is missing; the
 reference comparisons run on that build, and a build with the other compiler, where
 present, must give the same bits.  Both the path the CuPy backend takes (32-bit kernels
-for float32 data of formats inside float32) and the general 64-bit path are checked.  The kernels file is also compiled for the device (nvcc -ptx), and, where
-the NVRTC library loads, exactly as CuPy compiles it.
+for float32 data of formats inside float32) and the general 64-bit path are checked.
+The kernels file is also compiled for the device (nvcc -ptx), and, where the NVRTC
+library loads, exactly as CuPy compiles it.
 """
 
 from __future__ import annotations
@@ -227,10 +228,10 @@ def test_kernels_compile_with_nvrtc_as_cupy_does():
 
 def test_sources_ship_in_the_package():
     """round.cuh / kernels.cu are package data (pyproject), read through importlib.resources."""
-    import tomllib
     from fnmatch import fnmatch
     from pathlib import Path
 
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
     root = Path(__file__).resolve().parents[2]
     setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "precisionlab.backends.cuda" in setup["packages"]
