@@ -110,7 +110,7 @@ def test_host_equals_numpy(kernels, case, start):
 
 
 def _bulk32(rng, n):
-    """Any float32 bit pattern, plus float32 subnormals and values near every binade."""
+    """Any float32 bit pattern, plus float32 subnormals and the specials."""
     x = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
     sub = rng.integers(0, 1 << 23, n // 8, dtype=np.uint32).view(np.float32)
     specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 2.0**-149, -(2.0**-149), 2.0**-126],
@@ -125,15 +125,32 @@ def _bulk64(rng, n):
     return np.concatenate([x, bits, sub, -sub, [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan]])
 
 
+def _grid_points(fmt, rng, n, dtype):
+    """Random values of the format, the midpoints (ties) to their neighbours, one input ulp
+    either side of those, and the same past the largest value (the overflow band)."""
+    top = min((1 << (fmt.bits - int(fmt.signed))) - 1, fmt._max_magnitude_code)
+    codes = rng.integers(0, top, n, dtype=np.uint64, endpoint=True).astype(fmt.code_dtype)
+    lo = ref.decode_codes(codes, fmt).astype(np.float64)
+    ulp = np.ldexp(1.0, np.maximum(np.frexp(np.where(lo > 0, lo, fmt.smallest_normal))[1] - 1, fmt.emin)
+                   - fmt.mantissa_bits)
+    mids = np.concatenate([lo + ulp / 2, [fmt.max + ulp.max() / 2, fmt.max * 2]])
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = np.concatenate([lo, mids]).astype(dtype)
+        v = np.concatenate([v, np.nextafter(v, dtype(np.inf)), np.nextafter(v, dtype(0))])
+    v = v[np.isfinite(v)]
+    return np.concatenate([v, -v])
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", ["bf16", "e4m3", "fp16", "e8m0", "fp4_e2m1", "fp64"])
 def test_host_equals_numpy_bulk(kernels, name, mode):
-    """Every mode, policy, FTZ and DAZ on large random arrays of both input widths."""
+    """Every mode, policy, FTZ and DAZ on large random arrays of both input widths, with the
+    format's ties and overflow band (random bit patterns almost never hold a tie)."""
     fmt = pl.get_format(name)
     rng = np.random.default_rng(zlib.crc32(f"{name}/{mode}".encode()))
-    inputs = [_bulk64(rng, 8_000)]
+    inputs = [np.concatenate([_bulk64(rng, 8_000), _grid_points(fmt, rng, 2_000, np.float64)])]
     if fits_float32(fmt) or _contains_float32(fmt):
-        inputs.append(_bulk32(rng, 16_000))
+        inputs.append(np.concatenate([_bulk32(rng, 16_000), _grid_points(fmt, rng, 2_000, np.float32)]))
     seed = int(rng.integers(0, 2**63)) if mode in ("sr", "sr_equal") else None
     for x in inputs:
         if fmt.nan == "none":
@@ -144,6 +161,26 @@ def test_host_equals_numpy_bulk(kernels, name, mode):
                 ctx = f"{kernels.compiler}/{kernels.path} {name} {mode} {policy} sub={sub} daz={daz} {x.dtype}"
                 assert_same_bits(kernels.round_values(x, spec, 11), ref.round_values(x, spec, 11), "round " + ctx)
                 assert_same_bits(kernels.encode_values(x, spec, 11), ref.encode_values(x, spec, 11), "encode " + ctx)
+
+
+SR_BITS = (1, 2, 3, 5, 8, 13, 23, 24, 31, 52, 53, 63, 64)
+
+
+@pytest.mark.parametrize("sr_bits", SR_BITS)
+def test_host_sr_bits(kernels, sr_bits):
+    """rounding='sr' with N random bits: away iff floor(delta * 2^N) + R >= 2^N.  With few bits
+    R hits the threshold exactly for a good share of elements, so the comparison is pinned."""
+    rng = np.random.default_rng(sr_bits)
+    for name in ("bf16", "e4m3", "fp4_e2m1", "e5m2"):
+        fmt = pl.get_format(name)
+        for x in (np.concatenate([_bulk32(rng, 4_000), _grid_points(fmt, rng, 1_000, np.float32)]),
+                  np.concatenate([_bulk64(rng, 2_000), _grid_points(fmt, rng, 1_000, np.float64)])):
+            if fmt.nan == "none":
+                x = np.where(np.isnan(x), x.dtype.type(1.0), x)
+            spec = make_round_spec(fmt, "sr", seed=int(rng.integers(0, 2**63)), sr_bits=sr_bits)
+            ctx = f"{kernels.compiler}/{kernels.path} {name} sr_bits={sr_bits} {x.dtype}"
+            assert_same_bits(kernels.round_values(x, spec, 1), ref.round_values(x, spec, 1), "round " + ctx)
+            assert_same_bits(kernels.encode_values(x, spec, 1), ref.encode_values(x, spec, 1), "encode " + ctx)
 
 
 @pytest.mark.parametrize("fmt", list(pl.formats.values()), ids=lambda f: f.name)

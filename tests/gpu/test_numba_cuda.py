@@ -110,6 +110,20 @@ def test_every_mode_and_policy_on_catalogue(fmt):
                 assert_same_bits(nc.encode_values(x, spec, 5), ref.encode_values(x, spec, 5), "encode " + ctx)
 
 
+@pytest.mark.parametrize("sr_bits", [1, 2, 3, 8, 23, 53, 64])
+def test_sr_bits(sr_bits):
+    """rounding='sr' with N random bits; with few bits R hits the threshold exactly often."""
+    rng = np.random.default_rng(sr_bits)
+    for name in ("bf16", "e4m3"):
+        fmt = pl.get_format(name)
+        for dtype in (np.float32, np.float64):
+            x = _corpus(fmt, dtype, rng, 48 if SIM else 100_000)
+            spec = make_round_spec(fmt, "sr", seed=int(rng.integers(0, 2**63)), sr_bits=sr_bits)
+            ctx = f"{name} sr_bits={sr_bits} {np.dtype(dtype)}"
+            assert_same_bits(nc.round_values(x, spec, 1), ref.round_values(x, spec, 1), "round " + ctx)
+            assert_same_bits(nc.encode_values(x, spec, 1), ref.encode_values(x, spec, 1), "encode " + ctx)
+
+
 @pytest.mark.parametrize("fmt", [f for f in pl.formats.values() if f.bits <= 8 or f.name in ("fp16", "fp32", "fp64")],
                          ids=lambda f: f.name)
 def test_decode_equals_numpy(fmt):
