@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .backends.arrays import as_array, ascontiguous
 from .formats import Format, get_format
 from .random import normalize_seed
 
@@ -150,7 +151,7 @@ def make_round_spec(fmt: str | Format, rounding: str | Rounding = "rne", overflo
 
 
 def _float_input(x: Any, arg: str = "x") -> np.ndarray:
-    xp = np.asarray(x)
+    xp = as_array(x)                  # CuPy arrays stay on their device
     if xp.dtype not in (np.float32, np.float64):
         raise TypeError(f"{arg} has dtype {xp.dtype}; allowed: float32, float64 "
                         f"(convert explicitly, e.g. x.astype(np.float32))")
@@ -183,7 +184,7 @@ def _prepare(x: Any, spec: RoundSpec) -> np.ndarray:
         if not spec.format.signed:
             _reject(np.signbit(xp) & (np.abs(xp) >= (spec.format.smallest_normal if spec.flush_inputs else 0))
                     & (xp != 0), "a negative value", spec.format, "it is unsigned")
-    return np.ascontiguousarray(xp).reshape(xp.shape)    # ascontiguousarray makes 0-d arrays 1-d
+    return ascontiguous(xp).reshape(xp.shape)    # ascontiguousarray makes 0-d arrays 1-d
 
 
 def _reject(where: np.ndarray, what: str, fmt: Format, hint: str) -> None:
@@ -254,7 +255,7 @@ def decode(codes: Any, fmt: str | Format, backend: str = "auto") -> np.ndarray:
     from .backends import select_backend
 
     fmt = get_format(fmt)
-    cp = np.asarray(codes)
+    cp = as_array(codes)
     if cp.dtype.kind not in "ui":
         raise TypeError(f"codes has dtype {cp.dtype}; allowed: unsigned or signed integer dtypes")
     if cp.size:
@@ -262,7 +263,7 @@ def decode(codes: Any, fmt: str | Format, backend: str = "auto") -> np.ndarray:
         if lo < 0 or hi >= 1 << fmt.bits:
             bad = lo if lo < 0 else hi
             raise ValueError(f"codes holds {bad}, outside 0..{(1 << fmt.bits) - 1} for format={fmt.name!r}")
-    cp = np.ascontiguousarray(cp.astype(fmt.code_dtype, copy=False)).reshape(cp.shape)
+    cp = ascontiguous(cp.astype(fmt.code_dtype, copy=False)).reshape(cp.shape)
     kernel = select_backend(backend, cp)
     return kernel.decode_codes(cp.reshape(-1), fmt).reshape(cp.shape)
 

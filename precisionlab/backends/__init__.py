@@ -24,6 +24,8 @@ __all__ = ["BACKENDS", "available_backends", "get_backend", "select_backend"]
 BACKENDS = {
     "numpy": "precisionlab.backends.numpy_backend",
     "numba": "precisionlab.backends.numba_backend",
+    "numba_cuda": "precisionlab.backends.numba_cuda_backend",   # GPU or NUMBA_ENABLE_CUDASIM=1; never 'auto'
+    "cupy": "precisionlab.backends.cupy_backend",               # GPU; 'auto' for CuPy inputs
 }
 
 _cache: dict[str, ModuleType | Exception] = {}
@@ -57,10 +59,17 @@ def select_backend(backend: str, array: Any = None) -> ModuleType:
     """Resolve ``backend`` ('auto' or a name) for an input array."""
     if not isinstance(backend, str):
         raise TypeError(f"backend={backend!r} must be a string: 'auto' or one of {list(BACKENDS)}")
+    from .arrays import check_device_support, is_cupy_array
+
     if backend != "auto":
-        return get_backend(backend)
-    for name in ("numba", "numpy"):
+        mod = get_backend(backend)
+        check_device_support(mod, array)
+        return mod
+    # auto: the CuPy backend for CuPy arrays (DESIGN §7); numba_cuda only by name
+    for name in ("cupy",) if is_cupy_array(array) else ("numba", "numpy"):
         mod = _load(name)
         if isinstance(mod, ModuleType):
             return mod
+    if is_cupy_array(array):
+        return get_backend("cupy")      # raises, saying what is missing
     raise AssertionError("the numpy backend always loads")

@@ -1,0 +1,106 @@
+"""CuPy backend: the CUDA C kernels of ``cuda/kernels.cu`` (arithmetic in ``cuda/round.cuh``),
+compiled at first use with ``cupy.RawModule``, bit-identical to the NumPy reference.
+
+CuPy arrays in, CuPy arrays out (``backend="auto"`` picks this backend for CuPy inputs,
+DESIGN §7).  NumPy arrays are accepted too, by copying: they go to the device and the
+result comes back as a NumPy array, so the CPU test corpus runs unchanged here.  Float32
+data of formats inside float32 takes the 32-bit kernels, everything else the 64-bit ones
+(``cuda.uses_fast_path``).  The module raises
+:class:`~precisionlab.backends.cuda.discovery.GPUUnavailable` at import when CuPy, the
+driver or a device is missing, so the registry reports which.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..formats import Format
+from ..rounding import RoundSpec, decode_dtype
+from . import cuda as plcuda
+from .cuda.discovery import GPUUnavailable, missing_package, require_device
+
+name = "cupy"
+accepts_device_arrays = True     # CuPy / CUDA-array-interface inputs stay on the device
+
+try:
+    import cupy
+except ImportError as exc:
+    raise missing_package(name, "cupy (cupy-cuda13x)", exc) from exc
+
+require_device(name)
+try:
+    _SM_COUNT = cupy.cuda.Device().attributes["MultiProcessorCount"]
+except cupy.cuda.runtime.CUDARuntimeError as exc:      # the probe passed but CuPy's runtime disagrees
+    raise GPUUnavailable(name, "driver", f"CuPy cannot use the CUDA runtime: {exc}") from exc
+
+_THREADS = 256
+_BLOCKS_PER_SM = 32
+_module: cupy.RawModule | None = None
+
+
+def kernels() -> cupy.RawModule:
+    """The compiled module (compiled once per process; CuPy also caches it on disk)."""
+    global _module
+    if _module is None:
+        module = cupy.RawModule(code=plcuda.kernel_source(), options=("--std=c++14",),
+                                name_expressions=plcuda.kernel_names())
+        try:
+            module.compile()
+        except Exception as exc:             # NVRTC missing or failing: say so, not a launch error later
+            raise RuntimeError(f"backend='cupy': compiling precisionlab/backends/cuda/kernels.cu with NVRTC "
+                               f"failed: {exc}") from exc
+        _module = module
+    return _module
+
+
+_NP_TYPES = {"i32": np.int32, "u64": np.uint64}
+
+
+def typed_args(values, types) -> tuple:
+    """Kernel arguments with the C types of PL_FORMAT_PARAMS / PL_SPEC_PARAMS."""
+    return tuple(_NP_TYPES[t](v) for v, t in zip(values, types, strict=True))
+
+
+def _launch(kernel_name: str, n: int, *args) -> None:
+    if n == 0:
+        return
+    blocks = min(-(-n // _THREADS), _SM_COUNT * _BLOCKS_PER_SM)
+    kernels().get_function(kernel_name)((blocks,), (_THREADS,), args)
+
+
+def _to_device(a):
+    """(contiguous CuPy array, whether the caller gave host data)."""
+    if isinstance(a, cupy.ndarray):
+        return cupy.ascontiguousarray(a), False
+    return cupy.asarray(np.ascontiguousarray(a)), True
+
+
+def round_values(x, spec: RoundSpec, counter_start: int):
+    xd, host = _to_device(x)
+    in64 = xd.dtype == np.float64
+    fast = plcuda.uses_fast_path(spec.format, not in64)
+    out = cupy.empty_like(xd)
+    _launch(plcuda.round_kernel_name(in64, fast), xd.size, xd, out, np.int64(xd.size),
+            np.uint64(counter_start % 2**64), *typed_args(plcuda.spec_args(spec), plcuda.SPEC_ARG_TYPES))
+    return out.get() if host else out
+
+
+def encode_values(x, spec: RoundSpec, counter_start: int):
+    xd, host = _to_device(x)
+    in64 = xd.dtype == np.float64
+    fast = plcuda.uses_fast_path(spec.format, not in64)
+    out = cupy.empty(xd.shape, spec.format.code_dtype)
+    _launch(plcuda.encode_kernel_name(in64, fast, out.itemsize), xd.size, xd, out, np.int64(xd.size),
+            np.uint64(counter_start % 2**64), *typed_args(plcuda.spec_args(spec), plcuda.SPEC_ARG_TYPES))
+    return out.get() if host else out
+
+
+def decode_codes(codes, fmt: Format):
+    cd, host = _to_device(codes)
+    out_dtype = decode_dtype(fmt)
+    out64 = out_dtype == np.float64
+    fast = plcuda.uses_fast_path(fmt, not out64)
+    out = cupy.empty(cd.shape, out_dtype)
+    _launch(plcuda.decode_kernel_name(cd.itemsize, out64, fast), cd.size, cd, out, np.int64(cd.size),
+            *typed_args(plcuda.format_args(fmt), plcuda.FORMAT_ARG_TYPES))
+    return out.get() if host else out
