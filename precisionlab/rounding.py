@@ -215,14 +215,16 @@ def round(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow:
         if np.may_share_memory(out, xp) and not (out.ctypes.data == xp.ctypes.data and out.strides == xp.strides):
             xp = xp.copy()          # a partial overlap: the kernels read and write element by element
     kernel = select_backend(backend, xp)
-    flat_out = None if out is None else out.reshape(-1)
-    result = kernel.round_values(xp.reshape(-1), spec, 0, flat_out).reshape(xp.shape)
-    return result if out is None else out
+    if out is None:
+        return kernel.round_values(xp.reshape(-1), spec, 0).reshape(xp.shape)
+    kernel.round_values(xp.reshape(-1), spec, 0, out=out.reshape(-1))
+    return out
 
 
 def _check_out(out: Any, x: np.ndarray) -> None:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a NumPy array of dtype {x.dtype} and shape {x.shape}, got {type(out).__name__}")
+    if type(out) is not type(x):
+        raise TypeError(f"out must be a {type(x).__module__} array like x, of dtype {x.dtype} and shape {x.shape}; "
+                        f"got {type(out).__name__}")
     if out.dtype != x.dtype or out.shape != x.shape:
         raise ValueError(f"out has dtype {out.dtype} and shape {out.shape}; it must have x's dtype {x.dtype} "
                          f"and shape {x.shape}")

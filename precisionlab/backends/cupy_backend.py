@@ -75,10 +75,13 @@ def _to_device(a):
     return cupy.asarray(np.ascontiguousarray(a)), True
 
 
-def round_values(x, spec: RoundSpec, counter_start: int):
+def round_values(x, spec: RoundSpec, counter_start: int, out=None):
     xd, host = _to_device(x)
     in64 = xd.dtype == np.float64
     fast = plcuda.uses_fast_path(spec.format, not in64)
+    if out is not None:                     # the caller's array: filled from the kernel's result
+        out[...] = round_values(x, spec, counter_start)
+        return out
     out = cupy.empty_like(xd)
     _launch(plcuda.round_kernel_name(in64, fast), xd.size, xd, out, np.int64(xd.size),
             np.uint64(counter_start % 2**64), *typed_args(plcuda.spec_args(spec), plcuda.SPEC_ARG_TYPES))

@@ -155,8 +155,11 @@ def _device_output(like, shape, dtype):
     return d, lambda: d.copy_to_host().view(dtype)
 
 
-def round_values(x, spec: RoundSpec, counter_start: int, blocks: int | None = None,
+def round_values(x, spec: RoundSpec, counter_start: int, out=None, blocks: int | None = None,
                  threads: int | None = None):
+    if out is not None:                     # the caller's array: filled from the kernel's result
+        out[...] = round_values(x, spec, counter_start, blocks=blocks, threads=threads)
+        return out
     in_bits = _bits_dtype(x.dtype)
     dx = _device_input(x, in_bits)
     dout, result = _device_output(x, x.shape, x.dtype)
