@@ -39,11 +39,6 @@ def _build(compiler, tmp_path_factory):
     return build(compiler, tmp_path_factory.mktemp(f"plcuda-{compiler.replace('+', 'p')}"))
 
 
-@pytest.fixture(scope="session")
-def host(tmp_path_factory):
-    return _build(COMPILERS[0], tmp_path_factory)
-
-
 PATHS = ("auto", "general")
 
 
