@@ -45,7 +45,7 @@ def kernels() -> cupy.RawModule:
         module = cupy.RawModule(code=plcuda.kernel_source(), options=("--std=c++14",),
                                 name_expressions=plcuda.kernel_names())
         try:
-            module.compile()
+            module.get_function(plcuda.kernel_names()[0])      # compiles the whole module (every CuPy version)
         except Exception as exc:             # NVRTC missing or failing: say so, not a launch error later
             raise RuntimeError(f"backend='cupy': compiling precisionlab/backends/cuda/kernels.cu with NVRTC "
                                f"failed: {exc}") from exc

@@ -63,7 +63,7 @@ _SIM_THREADS = 8               # the simulator runs each thread as a Python thre
 
 # ---- rounding kernels ------------------------------------------------------------------
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _round_kernel(xbits, out, in64, counter_start, fp, sp):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -72,7 +72,7 @@ def _round_kernel(xbits, out, in64, counter_start, fp, sp):
         i += stride
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _encode_kernel(xbits, out, in64, counter_start, fp, sp):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -81,7 +81,7 @@ def _encode_kernel(xbits, out, in64, counter_start, fp, sp):
         i += stride
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _decode_kernel(codes, out, out64, fp):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)

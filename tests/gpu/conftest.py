@@ -19,3 +19,17 @@ if not REAL_GPU:
 TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory):
+    """round.cuh built for the host (nvcc, else g++), once per session (see cuda_host.py)."""
+    from cuda_host import available_compilers, build
+
+    compilers = available_compilers()
+    if not compilers:
+        pytest.skip("neither nvcc nor g++ is installed: the CUDA C sources cannot be compiled for the host")
+    return build(compilers[0], tmp_path_factory.mktemp(f"plcuda-{compilers[0].replace('+', 'p')}"))

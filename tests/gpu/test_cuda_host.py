@@ -39,16 +39,30 @@ def _build(compiler, tmp_path_factory):
     return build(compiler, tmp_path_factory.mktemp(f"plcuda-{compiler.replace('+', 'p')}"))
 
 
-@pytest.fixture(scope="session")
-def host(tmp_path_factory):
-    return _build(COMPILERS[0], tmp_path_factory)
+PATHS = ("auto", "general")
 
 
-@pytest.fixture(params=["auto", "general"])
-def kernels(request, host):
-    host.path = request.param
-    yield host
-    host.path = "auto"
+def check_round_encode(host, x, spec, start, context):
+    """Both paths of the host build against one computation of the reference."""
+    want_values, want_codes = ref.round_values(x, spec, start), ref.encode_values(x, spec, start)
+    try:
+        for path in PATHS:
+            host.path = path
+            ctx = f"{host.compiler}/{path} {context}"
+            assert_same_bits(host.round_values(x, spec, start), want_values, "round " + ctx)
+            assert_same_bits(host.encode_values(x, spec, start), want_codes, "encode " + ctx)
+    finally:
+        host.path = "auto"
+
+
+def check_decode(host, codes, fmt):
+    want = ref.decode_codes(codes, fmt)
+    try:
+        for path in PATHS:
+            host.path = path
+            assert_same_bits(host.decode_codes(codes, fmt), want, f"decode {host.compiler}/{path} {fmt}")
+    finally:
+        host.path = "auto"
 
 
 def _spec_of(fmt, kw):
@@ -96,7 +110,7 @@ def test_constants_match_python(host):
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                                                   HealthCheck.function_scoped_fixture])
 @given(case=backend_cases(), start=st.integers(0, 2**64 - 1))
-def test_host_equals_numpy(kernels, case, start):
+def test_host_equals_numpy(host, case, start):
     """The CPU kernels' corpus (test_backends.backend_cases): random catalogue and custom formats,
     values at/next to/between grid points, every mode, policy, FTZ/DAZ, sr_bits, random counters."""
     fmt, x, kw = case
@@ -104,9 +118,7 @@ def test_host_equals_numpy(kernels, case, start):
         x = x.astype(np.float32).astype(np.float64)
     spec = _spec_of(fmt, kw)
     flat = x.reshape(-1)
-    ctx = f"{kernels.compiler}/{kernels.path} {fmt} {x.dtype} {kw} start={start}"
-    assert_same_bits(kernels.round_values(flat, spec, start), ref.round_values(flat, spec, start), "round " + ctx)
-    assert_same_bits(kernels.encode_values(flat, spec, start), ref.encode_values(flat, spec, start), "encode " + ctx)
+    check_round_encode(host, flat, spec, start, f"{fmt} {x.dtype} {kw} start={start}")
 
 
 def _bulk32(rng, n):
@@ -143,7 +155,7 @@ def _grid_points(fmt, rng, n, dtype):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", ["bf16", "e4m3", "fp16", "e8m0", "fp4_e2m1", "fp64"])
-def test_host_equals_numpy_bulk(kernels, name, mode):
+def test_host_equals_numpy_bulk(host, name, mode):
     """Every mode, policy, FTZ and DAZ on large random arrays of both input widths, with the
     format's ties and overflow band (random bit patterns almost never hold a tie)."""
     fmt = pl.get_format(name)
@@ -158,16 +170,14 @@ def test_host_equals_numpy_bulk(kernels, name, mode):
         for policy in POLICIES:
             for sub, daz in ((True, False), (False, False), (True, True)):
                 spec = make_round_spec(fmt, mode, policy, sub, daz, seed)
-                ctx = f"{kernels.compiler}/{kernels.path} {name} {mode} {policy} sub={sub} daz={daz} {x.dtype}"
-                assert_same_bits(kernels.round_values(x, spec, 11), ref.round_values(x, spec, 11), "round " + ctx)
-                assert_same_bits(kernels.encode_values(x, spec, 11), ref.encode_values(x, spec, 11), "encode " + ctx)
+                check_round_encode(host, x, spec, 11, f"{name} {mode} {policy} sub={sub} daz={daz} {x.dtype}")
 
 
 SR_BITS = (1, 2, 3, 5, 8, 13, 23, 24, 31, 52, 53, 63, 64)
 
 
 @pytest.mark.parametrize("sr_bits", SR_BITS)
-def test_host_sr_bits(kernels, sr_bits):
+def test_host_sr_bits(host, sr_bits):
     """rounding='sr' with N random bits: away iff floor(delta * 2^N) + R >= 2^N.  With few bits
     R hits the threshold exactly for a good share of elements, so the comparison is pinned."""
     rng = np.random.default_rng(sr_bits)
@@ -178,29 +188,27 @@ def test_host_sr_bits(kernels, sr_bits):
             if fmt.nan == "none":
                 x = np.where(np.isnan(x), x.dtype.type(1.0), x)
             spec = make_round_spec(fmt, "sr", seed=int(rng.integers(0, 2**63)), sr_bits=sr_bits)
-            ctx = f"{kernels.compiler}/{kernels.path} {name} sr_bits={sr_bits} {x.dtype}"
-            assert_same_bits(kernels.round_values(x, spec, 1), ref.round_values(x, spec, 1), "round " + ctx)
-            assert_same_bits(kernels.encode_values(x, spec, 1), ref.encode_values(x, spec, 1), "encode " + ctx)
+            check_round_encode(host, x, spec, 1, f"{name} sr_bits={sr_bits} {x.dtype}")
 
 
 @pytest.mark.parametrize("fmt", list(pl.formats.values()), ids=lambda f: f.name)
-def test_host_decode_equals_numpy(kernels, fmt):
+def test_host_decode_equals_numpy(host, fmt):
     if fmt.bits <= 16:
         codes = np.arange(1 << fmt.bits, dtype=np.uint32).astype(fmt.code_dtype)
     else:
         rng = np.random.default_rng(fmt.bits)
         codes = rng.integers(0, 1 << fmt.bits, 50_000, dtype=np.uint64, endpoint=False).astype(fmt.code_dtype)
-    assert_same_bits(kernels.decode_codes(codes, fmt), ref.decode_codes(codes, fmt), f"decode {fmt}")
+    check_decode(host, codes, fmt)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fmt=formats_st, seed=st.integers(0, 2**32 - 1))
-def test_host_decode_custom_formats(kernels, fmt, seed):
+def test_host_decode_custom_formats(host, fmt, seed):
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 1 << fmt.bits, 500, dtype=np.uint64, endpoint=False).astype(fmt.code_dtype)
     codes = np.concatenate([codes, np.array([0, fmt.sign_mask, (1 << fmt.bits) - 1, fmt._max_magnitude_code],
                                             fmt.code_dtype)])
-    assert_same_bits(kernels.decode_codes(codes, fmt), ref.decode_codes(codes, fmt), f"decode {fmt}")
+    check_decode(host, codes, fmt)
 
 
 def test_fast_path_choice():

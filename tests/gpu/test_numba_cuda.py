@@ -208,7 +208,8 @@ import numpy as np
 from precisionlab.backends import numba_cuda_device as D
 src = open(sys.argv[1]).read()
 ns = {"cuda": cuda, "D": D, "U64": np.uint64}
-exec(src[src.index("@cuda.jit\ndef _round_kernel"):src.index("# ---- host side")], ns)
+kernels = src[src.index("# ---- rounding kernels"):src.index("# ---- host side")]
+exec(kernels.replace("@cuda.jit(cache=True)", "@cuda.jit"), ns)      # exec'd text has no file to cache for
 fp = T.Tuple([T.int64] * 5 + [T.uint64] * 4)
 sp = T.Tuple([T.int64] * 4 + [T.uint64])
 for kernel, bits, out in [("_round_kernel", T.uint32, T.uint32), ("_round_kernel", T.uint64, T.uint64),

@@ -1,0 +1,122 @@
+"""A stand-in for the ``cupy`` module, enough to run precisionlab's cupy backend without a GPU.
+
+Arrays are NumPy arrays of a subclass that looks like CuPy's (its type's module is
+``cupy``, it has ``__cuda_array_interface__`` and ``.get()``).  ``RawModule.get_function``
+returns a launcher that checks what CuPy would pass to the kernel -- the template name is
+one the module was built with, every argument has the exact C type of the kernel's
+parameter list (a Python int or a wrong-width NumPy scalar would be marshalled wrongly by
+CuPy) -- and then runs the element loop of the host-compiled round.cuh
+(tests/gpu/cuda_host.py), so the backend's glue is tested end to end.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+
+import numpy as np
+
+from precisionlab.backends import cuda as plcuda
+
+
+class ndarray(np.ndarray):
+    """NumPy memory posing as a CuPy device array."""
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ctypes.data, False), "version": 3}
+
+    def get(self):
+        return np.array(self, copy=True).view(np.ndarray)
+
+
+ndarray.__module__ = "cupy._core.core"
+
+
+def _wrap(a) -> ndarray:
+    return np.asarray(a).view(ndarray)
+
+
+def asarray(a, dtype=None):
+    return _wrap(np.array(a, dtype=dtype, copy=True) if not isinstance(a, ndarray) else a)
+
+
+def ascontiguousarray(a):
+    return _wrap(np.ascontiguousarray(a))
+
+
+def empty(shape, dtype):
+    return _wrap(np.empty(shape, dtype))
+
+
+def empty_like(a):
+    return _wrap(np.empty_like(a))
+
+
+_SPEC = ["ptr", "ptr", "i64", "u64"] + list(plcuda.SPEC_ARG_TYPES)
+_DECODE = ["ptr", "ptr", "i64"] + list(plcuda.FORMAT_ARG_TYPES)
+_C_TYPES = {"i64": np.int64, "u64": np.uint64, "i32": np.int32}
+_CODE_BYTES = {"unsigned char": 1, "unsigned short": 2, "unsigned int": 4, "unsigned long long": 8}
+
+
+class RawModule:
+    """Records what the backend asks to compile; launches run on the host build."""
+
+    host = None          # a tests/gpu/cuda_host.HostKernels, set by the test
+    launches: list = []
+
+    def __init__(self, code, options=(), name_expressions=()):
+        assert code == plcuda.kernel_source(), "the backend must compile kernel_source()"
+        assert "--std=c++14" in options
+        self.names = list(name_expressions)
+
+    def get_function(self, name):
+        if name not in self.names:
+            raise ValueError(f"{name!r} is not one of the module's name expressions")
+        return _Launcher(name)
+
+
+class _Launcher:
+    def __init__(self, name):
+        self.name = name
+        kind, params = re.fullmatch(r"pl_(round|encode|decode)_kernel<(.*)>", name).groups()
+        self.kind, self.params = kind, [p.strip() for p in params.split(",")]
+
+    def __call__(self, grid, block, args):
+        assert len(grid) == 1 and len(block) == 1 and grid[0] >= 1 and block[0] >= 1
+        expected = _DECODE if self.kind == "decode" else _SPEC
+        assert len(args) == len(expected), (self.name, len(args))
+        for i, (arg, ctype) in enumerate(zip(args, expected, strict=True)):
+            if ctype == "ptr":
+                assert isinstance(arg, ndarray) and arg.flags.c_contiguous, (self.name, i, type(arg))
+            else:
+                assert type(arg) is _C_TYPES[ctype], (self.name, i, type(arg), ctype)
+        RawModule.launches.append((self.name, grid, block))
+        lib = RawModule.host.lib
+        x, out, n = args[0], args[1], int(args[2])
+        assert x.size == n and out.size == n
+        rest = [int(a) for a in args[3:]]
+        flag = {"true": 1, "false": 0}
+        px, pout = x.ctypes.data, out.ctypes.data
+        if self.kind == "round":
+            in64, fast = flag[self.params[0]], flag[self.params[1]]
+            lib.pl_host_round(px, in64, fast, pout, n, *rest)
+        elif self.kind == "encode":
+            in64, fast = flag[self.params[0]], flag[self.params[1]]
+            assert out.itemsize == _CODE_BYTES[self.params[2]]
+            lib.pl_host_encode(px, in64, fast, pout, out.itemsize, n, *rest)
+        else:
+            assert x.itemsize == _CODE_BYTES[self.params[0]]
+            out64, fast = flag[self.params[1]], flag[self.params[2]]
+            lib.pl_host_decode(px, x.itemsize, out64, fast, pout, n, *rest)
+
+
+class _Device:
+    attributes = {"MultiProcessorCount": 4}
+
+
+class CUDARuntimeError(RuntimeError):
+    pass
+
+
+cuda = types.SimpleNamespace(Device=_Device, runtime=types.SimpleNamespace(CUDARuntimeError=CUDARuntimeError))
