@@ -487,44 +487,59 @@ def _add_odd(x, y):
     s = x + y
     bb = s - x
     err = (x - (s - bb)) + (y - bb)
-    u = _f64_bits(s)
-    if err != 0.0 and (u & np.uint64(1)) == 0 and abs(s) < np.inf:
-        if (err > 0.0) == (s > 0.0):
-            u = u + np.uint64(1)
-        else:
-            u = u - np.uint64(1)
-    return _bits_f64(u)
+    u = np.int64(_f64_bits(s))
+    need = (err != 0.0) & ((u & 1) == 0) & (abs(s) < np.inf)
+    toward_larger = (err > 0.0) == (s > 0.0)
+    return _bits_f64(np.uint64(u + np.int64(need) * (2 * np.int64(toward_larger) - 1)))
 
 
 @njit(inline="always")
-def _round_fast(x, rtz, m, emin, fmax, keep_sub, has_inf, fnuz):
-    """RNE (or RTZ) of a float64 to a format of at most 51 fraction bits, default overflow policy."""
-    ax = abs(x)
-    u = _f64_bits(ax)
+def _fast_consts(P):
+    """Loop-invariant constants of the branch-free RNE / RTZ rounding to the format of ``P``."""
+    m, emin = P[1], P[2]
     shift = np.uint64(52 - m)
     low = (np.uint64(1) << shift) - np.uint64(1)
-    add = np.uint64(0) if rtz else (low >> np.uint64(1)) + ((u >> shift) & np.uint64(1))
-    rn = _bits_f64((u + add) & ~low)
-    quantum = _pow2(emin - m)
-    if rtz:
-        rs = math.floor(ax * _pow2(m - emin)) * quantum
-    else:
-        big = quantum * 4503599627370496.0                          # 2^52 quanta
-        rs = (ax + big) - big
-    r = rs if ax < _pow2(emin) else rn
-    if not (ax < np.inf):                                           # Inf or NaN stays
-        r = ax
-    elif r > fmax:
-        r = fmax if rtz else np.inf
-    if r == np.inf and not has_inf:
-        r = np.nan
-    if (not keep_sub) and r < _pow2(emin):
-        r = 0.0
-    if r != r:
-        return np.nan
+    return (P[0] == 2, shift, low, low >> np.uint64(1), _pow2(emin - m) * 4503599627370496.0, _pow2(emin),
+            _pow2(m - emin), _pow2(emin - m), P[9], P[12], np.inf if P[14] else np.nan, P[17])
+
+
+@njit(inline="always")
+def _sign_back(r, x, fnuz):
+    sign = _f64_bits(x) & _SIGN
     if fnuz and r == 0.0:
-        return 0.0
-    return _bits_f64(_f64_bits(r) | (_f64_bits(x) & _SIGN))
+        sign = np.uint64(0)
+    return _bits_f64(_f64_bits(r) | sign)
+
+
+@njit(inline="always")
+def _rne_fast(x, F):
+    """RNE of a float64 to a format of at most 51 fraction bits, default overflow; branch-free so loops vectorise.
+    Normal range: add half an ulp (plus the last bit) to the bits and clear the tail; below the smallest
+    normal: (|x| + 2^52 quanta) - 2^52 quanta, one float64 RNE on the subnormal grid."""
+    shift, low, half, big, tiny, fmax, keep_sub, ion, fnuz = F[1], F[2], F[3], F[4], F[5], F[8], F[9], F[10], F[11]
+    ax = abs(x)
+    u = _f64_bits(ax)
+    rn = _bits_f64((u + half + ((u >> shift) & np.uint64(1))) & ~low)
+    rs = (ax + big) - big
+    r = rs if ax < tiny else rn
+    r = r if (keep_sub or r >= tiny) else 0.0
+    r = ion if r > fmax else r
+    r = r if ax < np.inf else (ion if ax == np.inf else np.nan)
+    return _sign_back(r, x, fnuz)
+
+
+@njit(inline="always")
+def _rtz_fast(x, F):
+    """RTZ of a float64 to a format of at most 51 fraction bits, default overflow (finite overflow gives max)."""
+    low, tiny, inv_q, q, fmax, keep_sub, ion, fnuz = F[2], F[5], F[6], F[7], F[8], F[9], F[10], F[11]
+    ax = abs(x)
+    rn = _bits_f64(_f64_bits(ax) & ~low)
+    rs = math.floor(ax * inv_q) * q
+    r = rs if ax < tiny else rn
+    r = r if (keep_sub or r >= tiny) else 0.0
+    r = fmax if r > fmax else r
+    r = r if ax < np.inf else (ion if ax == np.inf else np.nan)
+    return _sign_back(r, x, fnuz)
 
 
 @njit
@@ -543,7 +558,8 @@ def _is_fast(P):
 
 @njit(inline="always")
 def _round_fast_p(x, P):
-    return _round_fast(x, P[0] == 2, P[1], P[2], P[9], P[12], P[14], P[17])
+    F = _fast_consts(P)
+    return _rtz_fast(x, F) if F[0] else _rne_fast(x, F)
 
 
 @njit(inline="always")
@@ -662,6 +678,67 @@ def _fused_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_rne, c_mode, n_frac, flo
         acc[n] = d if early else _add_round(d, acc[n], P_rne)
 
 
+@njit(inline="always")
+def _fused_step_fast(acc, dec, k0, k1, n_cols, P_acc, P_rne, early, n_frac, floor_mode, has_floor, floor_e,
+                     acc_emin, emax_buf, sum_buf, flag_buf):
+    """The block FMA as ``_fused_step``, for finite operands given as integer significands (``dec``):
+    the exponent and cut passes are branch-free loops across n."""
+    As, Al, AE, An, Bs, Bl, BE, Bn = dec
+    fl = np.int64(floor_mode)
+    for n in range(n_cols):
+        emax_buf[n] = floor_e if has_floor else -(1 << 40)
+        sum_buf[n] = 0
+        c = acc[n]
+        f = np.int64(0)
+        if c != c:
+            f |= 1
+        elif abs(c) == np.inf:
+            f |= 2 if c > 0 else 4
+        elif early and c != 0.0:
+            emax_buf[n] = max(emax_buf[n], _split_exact(c, acc_emin)[2])
+        if early and (c != 0.0 or not (_f64_bits(c) & _SIGN)):
+            f |= 8
+        flag_buf[n] = f
+    for k in range(k0, k1):
+        ae = np.int64(AE[k])
+        bek = BE[k]
+        for n in range(n_cols):
+            emax_buf[n] = max(emax_buf[n], ae + np.int64(bek[n]))
+    if early:
+        for n in range(n_cols):
+            c = acc[n]
+            if c != 0.0 and abs(c) < np.inf:
+                sg, lsb, E = _split_exact(c, acc_emin)
+                t = _cut(sg, lsb - (emax_buf[n] - n_frac), floor_mode, c < 0)
+                sum_buf[n] = -t if c < 0 else t
+    for k in range(k0, k1):
+        sa, la, na = np.int64(As[k]), np.int64(Al[k]), np.int64(An[k])
+        bsk, blk, bnk = Bs[k], Bl[k], Bn[k]
+        for n in range(n_cols):
+            t = sa * np.int64(bsk[n])
+            neg = na ^ np.int64(bnk[n])
+            d = la + np.int64(blk[n]) - (emax_buf[n] - n_frac)
+            ls = min(max(d, 0), 62)
+            sh = min(max(-d, 0), 62)
+            up = ((np.int64(1) << sh) - 1) * (neg & fl)
+            v = (t << ls) if d >= 0 else ((t + up) >> sh)
+            sum_buf[n] += (v ^ -neg) + neg
+            flag_buf[n] |= 8 * np.int64((t != 0) | (neg == 0))
+    for n in range(n_cols):
+        f = flag_buf[n]
+        if f & 7:
+            v = np.nan if (f & 1) or (f & 6) == 6 else (np.inf if f & 2 else -np.inf)
+            acc[n] = _round_any(v, P_acc)
+            continue
+        S = sum_buf[n]
+        if S == 0:
+            v = 0.0 if f & 8 else -0.0
+        else:
+            v = np.float64(S) * _pow2(emax_buf[n] - n_frac)
+        d = _round_any(v, P_acc)
+        acc[n] = d if early else _add_round(d, acc[n], P_rne)
+
+
 @njit
 def _pairwise_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod, tmp):
     for n in range(n_cols):
@@ -681,18 +758,23 @@ def _pairwise_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod, tmp):
 
 @njit
 def _ieee_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod):
-    fast = _is_fast(P_acc)
+    F = _fast_consts(P_acc)
+    rne, rtz = P_acc[0] == 0, P_acc[0] == 2
     for k in range(k0, k1):
         x = a_row[k]
+        bk = b[k]
         if has_prod:
             for n in range(n_cols):
-                acc[n] = _add_round(acc[n], _round_any(x * b[k, n], P_prod), P_acc)
-        elif fast:                                   # the hot loop: branch-free, vectorised across n
+                acc[n] = _add_round(acc[n], _round_any(x * bk[n], P_prod), P_acc)
+        elif rne:                                    # the hot loops: branch-free, vectorised across n
             for n in range(n_cols):
-                acc[n] = _round_fast_p(_add_odd(acc[n], x * b[k, n]), P_acc)
+                acc[n] = _rne_fast(_add_odd(acc[n], x * bk[n]), F)
+        elif rtz:
+            for n in range(n_cols):
+                acc[n] = _rtz_fast(_add_odd(acc[n], x * bk[n]), F)
         else:
             for n in range(n_cols):
-                acc[n] = _round_general(_add_odd(acc[n], x * b[k, n]), P_acc)
+                acc[n] = _round_general(_add_odd(acc[n], x * bk[n]), P_acc)
 
 
 @njit
@@ -709,13 +791,37 @@ def _ieee_step_fp32(acc, a_row, b, k0, k1, n_cols, has_prod):
 
 
 @njit
+def _ieee_lanes(lanes, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod, native, lanes32, a32_row, b32):
+    """Products k0..k1 into w partial sums, product k into lane (k - k0) mod w: one call for the whole range."""
+    w = lanes.shape[0] if not native else lanes32.shape[0]
+    for k in range(k0, k1):
+        j = (k - k0) % w
+        if native:
+            _ieee_step_fp32(lanes32[j], a32_row, b32, k, k + 1, n_cols, has_prod)
+        else:
+            _ieee_step(lanes[j], a_row, b, k, k + 1, n_cols, P_acc, P_prod, has_prod)
+
+
+@njit
+def _fused_steps(acc, dec, k0, k1, k_fused, n_cols, P_acc, P_rne, early, n_frac, floor_mode, has_floor, floor_e,
+                 acc_emin, emax_buf, sum_buf, flag_buf):
+    """Consecutive block FMAs over k0..k1 into one running sum (sequential order): one call per row."""
+    for j0 in range(k0, k1, k_fused):
+        _fused_step_fast(acc, dec, j0, min(j0 + k_fused, k1), n_cols, P_acc, P_rne, early, n_frac, floor_mode,
+                         has_floor, floor_e, acc_emin, emax_buf, sum_buf, flag_buf)
+
+
+@njit
 def _step(acc, a_row, b, k0, k1, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_row, b32, acc32):
     (step, c_mode, n_frac, floor_mode, has_floor, floor_e, a_emin, a_m, b_emin, b_m, acc_emin, acc_m,
-     has_prod, native) = cfg
+     has_prod, native, fast_fused) = cfg
     if native:
         _ieee_step_fp32(acc32, a32_row, b32, k0, k1, n_cols, has_prod)
     elif step == 0:
         _ieee_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod)
+    elif step == 1 and fast_fused:
+        _fused_step_fast(acc, bufs[4], k0, k1, n_cols, P_acc, P_rne, c_mode == 0, n_frac, floor_mode, has_floor,
+                         floor_e, acc_emin, bufs[0], bufs[1], bufs[2])
     elif step == 1:
         _fused_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_rne, c_mode, n_frac, floor_mode, has_floor, floor_e,
                     a_emin, a_m, b_emin, b_m, acc_emin, acc_m, bufs[0], bufs[1], bufs[2])
@@ -744,6 +850,13 @@ def _chunk_row(out, out32, c0, a_row, b, a32_row, b32, k_start, k_stop, n_cols, 
         out[:] = c0
         out32[:] = c0.astype(np.float32)
         if order == 0:
+            if cfg[0] == 0:                           # ieee: the steps are one loop over k
+                _step(out, a_row, b, k_start, k_stop, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_row, b32, out32)
+                return
+            if cfg[0] == 1 and cfg[14]:               # fused, finite operands: one call for all steps
+                _fused_steps(out, bufs[4], k_start, k_stop, k_fused, n_cols, P_acc, P_rne, cfg[1] == 0, cfg[2],
+                             cfg[3], cfg[4], cfg[5], cfg[10], bufs[0], bufs[1], bufs[2])
+                return
             for j in range(n_steps):
                 k0 = k_start + j * k_fused
                 _step(out, a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
@@ -755,10 +868,15 @@ def _chunk_row(out, out32, c0, a_row, b, a32_row, b32, k_start, k_stop, n_cols, 
         for j0 in range(0, n_steps, per_block):
             blk[:] = -0.0
             blk32[:] = -0.0
-            for j in range(j0, min(j0 + per_block, n_steps)):
-                k0 = k_start + j * k_fused
-                _step(blk, a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
-                      a32_row, b32, blk32)
+            if cfg[0] == 0:                           # ieee: the block's steps are one loop over k
+                k0 = k_start + j0 * k_fused
+                _step(blk, a_row, b, k0, min(k0 + per_block * k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod,
+                      bufs, a32_row, b32, blk32)
+            else:
+                for j in range(j0, min(j0 + per_block, n_steps)):
+                    k0 = k_start + j * k_fused
+                    _step(blk, a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
+                          a32_row, b32, blk32)
             _combine(out, blk, n_cols, P_acc, native, out32, blk32)
         return
     if order == 3:                                    # pairwise over the steps
@@ -791,12 +909,22 @@ def _chunk_row(out, out32, c0, a_row, b, a32_row, b32, k_start, k_stop, n_cols, 
     lanes[:, :] = -0.0
     lanes32[:, :] = -0.0
     full = n_steps - n_steps % width
-    for j in range(full):
-        k0 = k_start + j * k_fused
-        _step(lanes[j % width], a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
-              a32_row, b32, lanes32[j % width])
+    ieee = cfg[0] == 0
+    if ieee:
+        _ieee_lanes(lanes, a_row, b, k_start, k_start + full, n_cols, P_acc, P_prod, cfg[12], native, lanes32,
+                    a32_row, b32)
+    else:
+        for j in range(full):
+            k0 = k_start + j * k_fused
+            _step(lanes[j % width], a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod,
+                  bufs, a32_row, b32, lanes32[j % width])
     if order == 1:
+        if ieee:
+            _step(lanes[0], a_row, b, k_start + full, k_stop, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_row,
+                  b32, lanes32[0])
         for j in range(full, n_steps):
+            if ieee:
+                break
             k0 = k_start + j * k_fused
             _step(lanes[0], a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
                   a32_row, b32, lanes32[0])
@@ -808,7 +936,12 @@ def _chunk_row(out, out32, c0, a_row, b, a32_row, b32, k_start, k_stop, n_cols, 
             for i in range(h):
                 _combine(lanes[i], lanes[i + h], n_cols, P_acc, native, lanes32[i], lanes32[i + h])
             h //= 2
+        if ieee:
+            _step(lanes[0], a_row, b, k_start + full, k_stop, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_row,
+                  b32, lanes32[0])
         for j in range(full, n_steps):
+            if ieee:
+                break
             k0 = k_start + j * k_fused
             _step(lanes[0], a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
                   a32_row, b32, lanes32[0])
@@ -819,43 +952,74 @@ def _chunk_row(out, out32, c0, a_row, b, a32_row, b32, k_start, k_stop, n_cols, 
 
 @njit(parallel=True, cache=True)
 def _matmul_kernel(a, b, c, a32, b32, sa, sb, out, cfg, order, width, k_fused, chunk, promotes, scale_at_promotion,
-                   has_sa, has_sb, P_acc, P_rne, P_prod, P_fp32):
-    n_batch, n_rows, K = a.shape
-    n_cols = b.shape[2]
+                   has_sa, has_sb, P_acc, P_rne, P_prod, P_fp32, da, db):
+    """Rows of ``out`` (n_tiles, batch, M, T) for column tiles of B (n_tiles, batch, K, T): a tile stays in
+    cache while every row of A passes over it."""
+    n_tiles, n_batch, K, n_cols = b.shape
+    n_rows = a.shape[1]
     native = cfg[13]
-    for r in prange(n_batch * n_rows):
-        bi = r // n_rows
-        m = r - bi * n_rows
+    for r in prange(n_tiles * n_batch * n_rows):
+        t = r // (n_batch * n_rows)
+        bi = (r // n_rows) % n_batch
+        m = r % n_rows
+        dec = (da[0][bi, m], da[1][bi, m], da[2][bi, m], da[3][bi, m], db[0][t, bi], db[1][t, bi], db[2][t, bi],
+               db[3][t, bi])
         bufs = (np.empty(n_cols, np.int64), np.empty(n_cols, np.int64), np.empty(n_cols, np.int64),
-                np.empty(max(k_fused, 1)))
+                np.empty(max(k_fused, 1)), dec)
         row = np.empty(n_cols)
         row32 = np.empty(n_cols, np.float32)
+        bt, b32t, ct = b[t, bi], b32[t, bi], c[t, bi, m]
         if not promotes:
-            _chunk_row(row, row32, c[bi, m], a[bi, m], b[bi], a32[bi, m], b32[bi], 0, K, n_cols, cfg, order, width,
+            _chunk_row(row, row32, ct, a[bi, m], bt, a32[bi, m], b32t, 0, K, n_cols, cfg, order, width,
                        k_fused, P_acc, P_rne, P_prod, bufs)
             if native:
                 for n in range(n_cols):
-                    out[bi, m, n] = row32[n]
+                    out[t, bi, m, n] = row32[n]
             else:
-                out[bi, m, :] = row
+                out[t, bi, m, :] = row
             continue
         outer = np.empty(n_cols)
         for n in range(n_cols):
-            outer[n] = _round_any(c[bi, m, n], P_fp32)
+            outer[n] = _round_any(ct[n], P_fp32)
         zero = np.full(n_cols, -0.0)
         for k_start in range(0, max(K, 1), chunk):
             k_stop = min(k_start + chunk, K)
-            _chunk_row(row, row32, zero, a[bi, m], b[bi], a32[bi, m], b32[bi], k_start, k_stop, n_cols, cfg, order,
+            _chunk_row(row, row32, zero, a[bi, m], bt, a32[bi, m], b32t, k_start, k_stop, n_cols, cfg, order,
                        width, k_fused, P_acc, P_rne, P_prod, bufs)
             for n in range(n_cols):
                 partial = np.float64(row32[n]) if native else row[n]
                 scale = 1.0
                 if scale_at_promotion and k_start < K:
                     s_a = sa[bi, m, k_start] if has_sa else 1.0
-                    s_b = sb[bi, k_start, n] if has_sb else 1.0
+                    s_b = sb[t, bi, k_start, n] if has_sb else 1.0
                     scale = _round_any(s_a * s_b, P_fp32)
                 outer[n] = _add_round(outer[n], partial * scale, P_fp32)
-        out[bi, m, :] = outer
+        out[t, bi, m, :] = outer
+
+
+#: Columns of B per tile: a tile of K x 128 (float64, or four int32 decompositions) stays in L2.
+_TILE = 128
+
+
+def _tiles(x: np.ndarray, width: int) -> np.ndarray:
+    """(..., N) -> (n_tiles, ..., width), zero-padded: contiguous column tiles."""
+    n = x.shape[-1]
+    n_tiles = max(-(-n // width), 1)
+    padded = np.zeros(x.shape[:-1] + (n_tiles * width,), x.dtype)
+    padded[..., :n] = x
+    return np.ascontiguousarray(np.moveaxis(padded.reshape(x.shape[:-1] + (n_tiles, width)), -2, 0))
+
+
+def _decompose(x: np.ndarray, emin: int, m: int) -> tuple[np.ndarray, ...]:
+    """Finite values of a format (emin, m) as int32 (significand, lsb exponent, E, sign): compact, so a
+    tile of B stays in cache; zeros get significand 0 and E = -2^20 (no exponent)."""
+    nz = x != 0
+    ax = np.where(nz, np.abs(x), 1.0)
+    E = np.maximum(np.frexp(ax)[1].astype(np.int64) - 1, emin)
+    lsb = E - m
+    sig = np.where(nz, np.ldexp(ax, -lsb), 0.0).astype(np.int64)
+    return (sig.astype(np.int32), lsb.astype(np.int32), np.where(nz, E, -(1 << 20)).astype(np.int32),
+            np.signbit(x).astype(np.int32))
 
 
 def _fits(fmt: Format, max_fraction_bits: int = 28) -> bool:
@@ -897,22 +1061,34 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
               and (spec.product_format is None or spec.product_format == _FP32)
               and fits_float32(spec.effective_c_format))
     step = {"ieee": 0, "fused": 1, "pairwise": 2}[spec.step]
+    N = b.shape[2]
+    width = min(_TILE, max(N, 1))
+    n_tiles = max(-(-N // width), 1)
+    fast_fused = spec.step == "fused" and bool(np.isfinite(a).all() and np.isfinite(b).all())
+    if fast_fused:
+        da = _decompose(a, a_emin, a_m)
+        db = tuple(_tiles(x, width) for x in _decompose(b, b_emin, b_m))
+    else:
+        da = tuple(np.zeros((a.shape[0], a.shape[1], 0), np.int32) for _ in range(4))
+        db = tuple(np.zeros((n_tiles, b.shape[0], 0, width), np.int32) for _ in range(4))
     cfg = (step, {"early": 0, "late_rn": 1}.get(spec.c_mode, 0), spec.n_frac or 0, spec.align_rounding == "floor",
            spec.ref_exp_floor is not None, spec.ref_exp_floor or 0, a_emin, a_m, b_emin, b_m,
-           acc.format.emin, acc.format.mantissa_bits, spec.product_format is not None, native)
+           acc.format.emin, acc.format.mantissa_bits, spec.product_format is not None, native, fast_fused)
     order = {"sequential": 0, "interleaved": 1, "lanes": 2, "pairwise": 3, "blocked": 4}[spec.order.kind]
-    width = spec.order.width or 1
+    order_width = spec.order.width or 1
     prod = spec.product_spec() or fp32_spec
     K = a.shape[2]
     chunk = spec.promote_every or max(K, 1)
-    dummy = np.zeros((1, 1, 1))
     a32 = a.astype(np.float32) if native else np.zeros((a.shape[0], a.shape[1], 0), np.float32)
-    b32 = b.astype(np.float32) if native else np.zeros((b.shape[0], 0, b.shape[2]), np.float32)
-    out = np.empty((a.shape[0], a.shape[1], b.shape[2]))
-    _matmul_kernel(a, b, c, a32, b32, a_scale if a_scale is not None else dummy,
-                   b_scale if b_scale is not None else dummy, out, cfg, order, width, spec.k_fused, chunk,
-                   spec.promotes, spec.scale_at == "promotion", a_scale is not None, b_scale is not None,
-                   _params(acc), _params(spec.accumulator_rne_spec()), _params(prod), _params(fp32_spec))
+    b32 = _tiles(b.astype(np.float32), width) if native else np.zeros((n_tiles, b.shape[0], 0, width), np.float32)
+    bt = _tiles(b, width)
+    out = np.empty((bt.shape[0], a.shape[0], a.shape[1], width))
+    _matmul_kernel(a, bt, _tiles(c, width), a32, b32, a_scale if a_scale is not None else np.zeros((1, 1, 1)),
+                   _tiles(b_scale, width) if b_scale is not None else np.zeros((1, 1, 1, 1)), out, cfg, order,
+                   order_width, spec.k_fused, chunk, spec.promotes, spec.scale_at == "promotion",
+                   a_scale is not None, b_scale is not None, _params(acc), _params(spec.accumulator_rne_spec()),
+                   _params(prod), _params(fp32_spec), da, db)
+    out = np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N]
     out = np.where(np.isnan(out), np.nan, out)                     # one NaN, as the reference
     via = spec.via_spec(seed)
     if via is not None:
