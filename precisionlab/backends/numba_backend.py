@@ -459,7 +459,6 @@ def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
 # torch_cpu_*, ml_dtypes_dot) uses hardware fp32 FMA / multiply-add directly.
 # =====================================================================================================
 
-import math  # noqa: E402
 
 from ..formats import get_format  # noqa: E402
 from . import numpy_backend as _reference  # noqa: E402
@@ -534,7 +533,7 @@ def _rtz_fast(x, F):
     low, tiny, inv_q, q, fmax, keep_sub, ion, fnuz = F[2], F[5], F[6], F[7], F[8], F[9], F[10], F[11]
     ax = abs(x)
     rn = _bits_f64(_f64_bits(ax) & ~low)
-    rs = math.floor(ax * inv_q) * q
+    rs = np.floor(ax * inv_q) * q
     r = rs if ax < tiny else rn
     r = r if (keep_sub or r >= tiny) else 0.0
     r = fmax if r > fmax else r
@@ -680,14 +679,14 @@ def _fused_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_rne, c_mode, n_frac, flo
 
 @njit(inline="always")
 def _fused_step_fast(acc, dec, k0, k1, n_cols, P_acc, P_rne, early, n_frac, floor_mode, has_floor, floor_e,
-                     acc_emin, emax_buf, sum_buf, flag_buf):
-    """The block FMA as ``_fused_step``, for finite operands given as integer significands (``dec``):
-    the exponent and cut passes are branch-free loops across n."""
-    As, Al, AE, An, Bs, Bl, BE, Bn = dec
-    fl = np.int64(floor_mode)
+                     acc_emin, emax_buf, sum_buf, flag_buf, scale_buf):
+    """The block FMA as ``_fused_step``, for finite operands, in float64 with exact integers: a product
+    (at most 48 bits) times 2^-q is exact, its cut is ``trunc`` (rtz) or ``floor``, and the cut terms
+    are integers below 2^(n_frac + 2) whose sum stays below 2^53.  Branch-free loops across n."""
+    AE, BE = dec[0], dec[1]
     for n in range(n_cols):
         emax_buf[n] = floor_e if has_floor else -(1 << 40)
-        sum_buf[n] = 0
+        sum_buf[n] = 0.0
         c = acc[n]
         f = np.int64(0)
         if c != c:
@@ -704,26 +703,24 @@ def _fused_step_fast(acc, dec, k0, k1, n_cols, P_acc, P_rne, early, n_frac, floo
         bek = BE[k]
         for n in range(n_cols):
             emax_buf[n] = max(emax_buf[n], ae + np.int64(bek[n]))
-    if early:
-        for n in range(n_cols):
-            c = acc[n]
-            if c != 0.0 and abs(c) < np.inf:
-                sg, lsb, E = _split_exact(c, acc_emin)
-                t = _cut(sg, lsb - (emax_buf[n] - n_frac), floor_mode, c < 0)
-                sum_buf[n] = -t if c < 0 else t
+    for n in range(n_cols):
+        scale_buf[n] = _pow2(min(max(n_frac - emax_buf[n], -1000), 1000))
+        c = acc[n]
+        if early and c != 0.0 and abs(c) < np.inf:
+            sum_buf[n] = np.floor(c * scale_buf[n]) if floor_mode else np.trunc(c * scale_buf[n])
     for k in range(k0, k1):
-        sa, la, na = np.int64(As[k]), np.int64(Al[k]), np.int64(An[k])
-        bsk, blk, bnk = Bs[k], Bl[k], Bn[k]
-        for n in range(n_cols):
-            t = sa * np.int64(bsk[n])
-            neg = na ^ np.int64(bnk[n])
-            d = la + np.int64(blk[n]) - (emax_buf[n] - n_frac)
-            ls = min(max(d, 0), 62)
-            sh = min(max(-d, 0), 62)
-            up = ((np.int64(1) << sh) - 1) * (neg & fl)
-            v = (t << ls) if d >= 0 else ((t + up) >> sh)
-            sum_buf[n] += (v ^ -neg) + neg
-            flag_buf[n] |= 8 * np.int64((t != 0) | (neg == 0))
+        x = dec[2][k]
+        bk = dec[3][k]
+        if floor_mode:
+            for n in range(n_cols):
+                prod = x * bk[n]
+                sum_buf[n] += np.floor(prod * scale_buf[n])
+                flag_buf[n] |= 8 * np.int64(_f64_bits(prod) != _SIGN)
+        else:
+            for n in range(n_cols):
+                prod = x * bk[n]
+                sum_buf[n] += np.trunc(prod * scale_buf[n])
+                flag_buf[n] |= 8 * np.int64(_f64_bits(prod) != _SIGN)
     for n in range(n_cols):
         f = flag_buf[n]
         if f & 7:
@@ -731,10 +728,10 @@ def _fused_step_fast(acc, dec, k0, k1, n_cols, P_acc, P_rne, early, n_frac, floo
             acc[n] = _round_any(v, P_acc)
             continue
         S = sum_buf[n]
-        if S == 0:
+        if S == 0.0:
             v = 0.0 if f & 8 else -0.0
         else:
-            v = np.float64(S) * _pow2(emax_buf[n] - n_frac)
+            v = S * _pow2(emax_buf[n] - n_frac)
         d = _round_any(v, P_acc)
         acc[n] = d if early else _add_round(d, acc[n], P_rne)
 
@@ -806,9 +803,11 @@ def _ieee_lanes(lanes, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod, native
 def _fused_steps(acc, dec, k0, k1, k_fused, n_cols, P_acc, P_rne, early, n_frac, floor_mode, has_floor, floor_e,
                  acc_emin, emax_buf, sum_buf, flag_buf):
     """Consecutive block FMAs over k0..k1 into one running sum (sequential order): one call per row."""
+    sums = np.empty(n_cols)
+    scales = np.empty(n_cols)
     for j0 in range(k0, k1, k_fused):
         _fused_step_fast(acc, dec, j0, min(j0 + k_fused, k1), n_cols, P_acc, P_rne, early, n_frac, floor_mode,
-                         has_floor, floor_e, acc_emin, emax_buf, sum_buf, flag_buf)
+                         has_floor, floor_e, acc_emin, emax_buf, sums, flag_buf, scales)
 
 
 @njit
@@ -820,8 +819,8 @@ def _step(acc, a_row, b, k0, k1, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_ro
     elif step == 0:
         _ieee_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod)
     elif step == 1 and fast_fused:
-        _fused_step_fast(acc, bufs[4], k0, k1, n_cols, P_acc, P_rne, c_mode == 0, n_frac, floor_mode, has_floor,
-                         floor_e, acc_emin, bufs[0], bufs[1], bufs[2])
+        _fused_steps(acc, bufs[4], k0, k1, k1 - k0, n_cols, P_acc, P_rne, c_mode == 0, n_frac, floor_mode,
+                     has_floor, floor_e, acc_emin, bufs[0], bufs[1], bufs[2])
     elif step == 1:
         _fused_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_rne, c_mode, n_frac, floor_mode, has_floor, floor_e,
                     a_emin, a_m, b_emin, b_m, acc_emin, acc_m, bufs[0], bufs[1], bufs[2])
@@ -962,8 +961,7 @@ def _matmul_kernel(a, b, c, a32, b32, sa, sb, out, cfg, order, width, k_fused, c
         t = r // (n_batch * n_rows)
         bi = (r // n_rows) % n_batch
         m = r % n_rows
-        dec = (da[0][bi, m], da[1][bi, m], da[2][bi, m], da[3][bi, m], db[0][t, bi], db[1][t, bi], db[2][t, bi],
-               db[3][t, bi])
+        dec = (da[bi, m], db[t, bi], a[bi, m], b[t, bi])
         bufs = (np.empty(n_cols, np.int64), np.empty(n_cols, np.int64), np.empty(n_cols, np.int64),
                 np.empty(max(k_fused, 1)), dec)
         row = np.empty(n_cols)
@@ -997,7 +995,7 @@ def _matmul_kernel(a, b, c, a32, b32, sa, sb, out, cfg, order, width, k_fused, c
         out[t, bi, m, :] = outer
 
 
-#: Columns of B per tile: a tile of K x 128 (float64, or four int32 decompositions) stays in L2.
+#: Columns of B per tile: a tile of K x 128 (float64 values and int32 exponents) stays in L2.
 _TILE = 128
 
 
@@ -1010,16 +1008,11 @@ def _tiles(x: np.ndarray, width: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(padded.reshape(x.shape[:-1] + (n_tiles, width)), -2, 0))
 
 
-def _decompose(x: np.ndarray, emin: int, m: int) -> tuple[np.ndarray, ...]:
-    """Finite values of a format (emin, m) as int32 (significand, lsb exponent, E, sign): compact, so a
-    tile of B stays in cache; zeros get significand 0 and E = -2^20 (no exponent)."""
+def _exponents(x: np.ndarray, emin: int) -> np.ndarray:
+    """E(x) = max(floor(log2|x|), emin) of finite values as int32; zeros get -2^20 (no exponent)."""
     nz = x != 0
-    ax = np.where(nz, np.abs(x), 1.0)
-    E = np.maximum(np.frexp(ax)[1].astype(np.int64) - 1, emin)
-    lsb = E - m
-    sig = np.where(nz, np.ldexp(ax, -lsb), 0.0).astype(np.int64)
-    return (sig.astype(np.int32), lsb.astype(np.int32), np.where(nz, E, -(1 << 20)).astype(np.int32),
-            np.signbit(x).astype(np.int32))
+    E = np.maximum(np.frexp(np.where(nz, np.abs(x), 1.0))[1].astype(np.int64) - 1, emin)
+    return np.where(nz, E, -(1 << 20)).astype(np.int32)
 
 
 def _fits(fmt: Format, max_fraction_bits: int = 28) -> bool:
@@ -1066,11 +1059,11 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
     n_tiles = max(-(-N // width), 1)
     fast_fused = spec.step == "fused" and bool(np.isfinite(a).all() and np.isfinite(b).all())
     if fast_fused:
-        da = _decompose(a, a_emin, a_m)
-        db = tuple(_tiles(x, width) for x in _decompose(b, b_emin, b_m))
+        da = _exponents(a, a_emin)
+        db = _tiles(_exponents(b, b_emin), width)
     else:
-        da = tuple(np.zeros((a.shape[0], a.shape[1], 0), np.int32) for _ in range(4))
-        db = tuple(np.zeros((n_tiles, b.shape[0], 0, width), np.int32) for _ in range(4))
+        da = np.zeros((a.shape[0], a.shape[1], 0), np.int32)
+        db = np.zeros((n_tiles, b.shape[0], 0, width), np.int32)
     cfg = (step, {"early": 0, "late_rn": 1}.get(spec.c_mode, 0), spec.n_frac or 0, spec.align_rounding == "floor",
            spec.ref_exp_floor is not None, spec.ref_exp_floor or 0, a_emin, a_m, b_emin, b_m,
            acc.format.emin, acc.format.mantissa_bits, spec.product_format is not None, native, fast_fused)
