@@ -454,9 +454,9 @@ def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
 # * the block FMA (``fused``, C early or late_rn) works on integer significands: every term cut
 #   to a multiple of 2^(e_ref - n_frac) is below 2^(n_frac + 2), and their sum below 2^53.
 #
-# Stochastic rounding, ``exact`` steps, ``late_rd``, wider formats and n_frac > 40 run the NumPy
-# reference instead (the same result, slowly).  fp32 accumulation with RNE (fp32_sequential,
-# torch_cpu_*, ml_dtypes_dot) uses hardware fp32 FMA / multiply-add directly.
+# Stochastic rounding, ``exact`` steps, ``late_rd``, fused steps with a product_format, wider formats
+# and n_frac > 40 run the NumPy reference instead (the same result, slowly).  fp32 accumulation with
+# RNE (fp32_sequential, torch_cpu_*, ml_dtypes_dot) uses hardware fp32 FMA / multiply-add directly.
 # =====================================================================================================
 
 
@@ -1031,7 +1031,8 @@ def _compiled(spec) -> bool:
     if spec.product_format is not None and not _fits(spec.product_format):
         return False
     if spec.step == "fused":
-        return spec.c_mode != "late_rd" and spec.n_frac is not None and spec.n_frac <= 40 and spec.k_fused <= 64
+        return (spec.c_mode != "late_rd" and spec.n_frac is not None and spec.n_frac <= 40 and spec.k_fused <= 64
+                and spec.product_format is None)
     return True
 
 
@@ -1040,6 +1041,12 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
     """The kernel interface of the NumPy reference (same arguments, same bits)."""
     if not _compiled(spec):
         return _reference.matmul_values(a, b, c, a_scale, b_scale, spec, seed)
+    # writeable C arrays: one compiled signature (read-only broadcast views would compile a second one)
+    a, b, c = (np.require(x, np.float64, ["C", "W"]) for x in (a, b, c))
+    if a_scale is not None:
+        a_scale = np.require(a_scale, np.float64, ["C", "W"])
+    if b_scale is not None:
+        b_scale = np.require(b_scale, np.float64, ["C", "W"])
     a_emin, a_m = spec.a_format.emin, spec.a_format.mantissa_bits
     b_emin, b_m = spec.effective_b_format.emin, spec.effective_b_format.mantissa_bits
     fp32_spec = RoundSpec(_FP32)
@@ -1086,4 +1093,6 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
     via = spec.via_spec(seed)
     if via is not None:
         out = round_values(out.reshape(-1), via, 0).reshape(out.shape)
-    return round_values(out.reshape(-1), spec.output_spec(seed), 0).reshape(out.shape)
+        out = np.where(np.isnan(out), np.nan, out)
+    out = round_values(out.reshape(-1), spec.output_spec(seed), 0).reshape(out.shape)
+    return np.where(np.isnan(out), np.nan, out)
