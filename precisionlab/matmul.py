@@ -66,7 +66,8 @@ normalised and floored to ``late_n_frac`` fraction bits and then rounded with
 Special values: any NaN, Inf − Inf or 0·Inf gives NaN, otherwise an Inf gives that
 Inf (this holds step by step, so an overflow to Inf inside the accumulation behaves
 the same); finite overflow follows the IEEE rule of the rounding (``step_rounding``
-toward zero gives ±max); an exactly zero sum is +0 unless every term is −0.
+toward zero gives ±max); an exactly zero sum is +0 unless every term is −0.  A NaN
+result is the canonical (positive, quiet) NaN.
 
 Stochastic ``step_rounding`` / ``output_rounding`` take random bits (DESIGN §5) at
 counter ``flat output index × rounding_events(spec, K) + event``, where the events

@@ -456,3 +456,58 @@ def test_rounding_events_count():
     assert rounding_events(pl.get_preset("torch_cpu_nn"), 10) == 10 + 3 + 1 + 1
     assert rounding_events(pl.get_preset("exact"), 1000) == 2
     assert rounding_events(dataclasses.replace(pl.get_preset("fp16_accumulate"), output_via="bf16"), 0) == 2
+
+
+# ---- backends: the Numba kernel equals the NumPy reference ----------------------------------------------
+
+SPECIALS = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 65504.0, -65504.0, 3e38, 2.0**-24,
+                            -(2.0**-133), 1e-45, 448.0, 57344.0])
+
+
+def bits(x: np.ndarray) -> np.ndarray:
+    return x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(spec=specs(), M=st.integers(1, 3), N=st.integers(1, 5), K=st.integers(0, 21), data=st.data(),
+       with_c=st.booleans(), specials=st.booleans())
+def test_numba_equals_the_reference(spec, M, N, K, data, with_c, specials):
+    values = (VALUES | SPREAD | SPECIALS) if specials else (VALUES | SPREAD)
+    a, b, c = draw_operands(data, M, N, K, values, with_c)
+    sa, sb = draw_scales(data, spec, M, N, K)
+    kw = {} if c is None else {"c": c}
+    if sa is not None:
+        kw.update(a_scale=sa, b_scale=sb)
+    seed = data.draw(st.integers(0, 2**64 - 1))
+    want = pl.matmul(a, b, spec, seed=seed, backend="numpy", **kw)
+    got = pl.matmul(a, b, spec, seed=seed, backend="numba", **kw)
+    assert np.array_equal(bits(got), bits(want)), (got, want)
+
+
+@pytest.mark.parametrize("name", sorted(pl.presets))
+def test_numba_equals_the_reference_on_every_preset(name):
+    spec = pl.get_preset(name)
+    rng = np.random.default_rng(3)
+    K = 300 if spec.promote_every else 75
+    a = (rng.standard_normal((3, K)) * np.exp2(rng.integers(-10, 10, (3, K)))).astype(np.float32)
+    b = rng.standard_normal((2, K, 5)).astype(np.float32)
+    a[0, :10] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, 3e38, -3e38, 2.0**-24, 65504.0]
+    a = np.clip(a, -spec.a_format.max, spec.a_format.max) if not spec.a_format.has_inf else a
+    c = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    kw = {}
+    if spec.a_scale_block is not None:
+        kw = {"a_scale": np.exp2(rng.integers(-3, 3, (3, 3))).astype(np.float32),
+              "b_scale": np.exp2(rng.integers(-3, 3, (3, 1))).astype(np.float32)}
+    want = pl.matmul(a, b, spec, c=c, backend="numpy", **kw)
+    got = pl.matmul(a, b, spec, c=c, backend="numba", **kw)
+    assert np.array_equal(bits(got), bits(want))
+
+
+def test_numba_compiles_the_common_models():
+    """Which presets run compiled code (the others run the reference inside the numba backend)."""
+    from precisionlab.backends import numba_backend
+
+    compiled = {n for n, s in pl.presets.items() if numba_backend._compiled(s)}
+    assert {"fp32_sequential", "torch_cpu_nn", "torch_cpu_nt", "torch_cpu_tn", "ml_dtypes_dot", "fp16_accumulate",
+            "bf16_accumulate", "h100_fp16", "h100_e4m3", "deepseek_fp8", "b200_e4m3", "mi250_fp16"} <= compiled
+    assert set(pl.presets) - compiled == {"exact", "mi100_fp16", "mi300_fp16", "mi300_bf16"}

@@ -542,3 +542,663 @@ def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
                    np.uint64(fmt.sign_mask), np.uint64(fmt.inf_code or 0), fmt.has_inf, nan_kind,
                    (1 << fmt.exponent_bits) - 1)
     return out
+
+
+# =====================================================================================================
+# Matmul (DESIGN §6): compiled kernels for the common accumulation models
+#
+# ``matmul_values`` has the interface of the NumPy reference and equals it bit for bit.  One
+# compiled kernel computes a whole output row (all N columns at once, so the inner loops run
+# across n and vectorise) for the models whose arithmetic fits float64 / int64 exactly:
+#
+# * every value of the formats involved lies in fp32's range (at most 8 exponent bits) and the
+#   accumulator has at most 28 fraction bits, so products of operands and the promotion FMA's
+#   products are exact float64 values;
+# * an addition rounded once to the accumulator is computed as the float64 sum rounded to odd
+#   (Boldo & Melquiond: two-sum, then the last bit made sticky), then rounded to the format:
+#   exact for every rounding mode when the format has at most 51 fraction bits;
+# * the block FMA (``fused``, C early or late_rn) works on integer significands: every term cut
+#   to a multiple of 2^(e_ref - n_frac) is below 2^(n_frac + 2), and their sum below 2^53.
+#
+# Stochastic rounding, ``exact`` steps, ``late_rd``, fused steps with a product_format, wider formats
+# and n_frac > 40 run the NumPy reference instead (the same result, slowly).  fp32 accumulation with
+# RNE (fp32_sequential, torch_cpu_*, ml_dtypes_dot) uses hardware fp32 FMA / multiply-add directly.
+# =====================================================================================================
+
+
+from ..formats import get_format  # noqa: E402
+from . import numpy_backend as _reference  # noqa: E402
+
+_FP32 = get_format("fp32")
+
+
+@intrinsic
+def _fma32(typingctx, a, b, c):
+    """fp32 fused multiply-add, one rounding (llvm.fma.f32)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(args[0], args[1], args[2])
+    return sig, codegen
+
+
+_SIGN = np.uint64(0x8000000000000000)
+_ABS = np.uint64(0x7FFFFFFFFFFFFFFF)
+
+
+@njit(inline="always")
+def _add_odd(x, y):
+    """``x + y`` in float64 rounded to odd: the RNE sum with its last bit set when inexact."""
+    s = x + y
+    bb = s - x
+    err = (x - (s - bb)) + (y - bb)
+    u = np.int64(_f64_bits(s))
+    need = (err != 0.0) & ((u & 1) == 0) & (abs(s) < np.inf)
+    toward_larger = (err > 0.0) == (s > 0.0)
+    return _bits_f64(np.uint64(u + np.int64(need) * (2 * np.int64(toward_larger) - 1)))
+
+
+@njit(inline="always")
+def _fast_consts(P):
+    """Loop-invariant constants of the branch-free RNE / RTZ rounding to the format of ``P``."""
+    m, emin = P[1], P[2]
+    shift = np.uint64(52 - m)
+    low = (np.uint64(1) << shift) - np.uint64(1)
+    return (P[0] == 2, shift, low, low >> np.uint64(1), _pow2(emin - m) * 4503599627370496.0, _pow2(emin),
+            _pow2(m - emin), _pow2(emin - m), P[9], P[12], np.inf if P[14] else np.nan, P[17])
+
+
+@njit(inline="always")
+def _sign_back(r, x, fnuz):
+    sign = _f64_bits(x) & _SIGN
+    if fnuz and r == 0.0:
+        sign = np.uint64(0)
+    return _bits_f64(_f64_bits(r) | sign)
+
+
+@njit(inline="always")
+def _rne_fast(x, F):
+    """RNE of a float64 to a format of at most 51 fraction bits, default overflow; branch-free so loops vectorise.
+    Normal range: add half an ulp (plus the last bit) to the bits and clear the tail; below the smallest
+    normal: (|x| + 2^52 quanta) - 2^52 quanta, one float64 RNE on the subnormal grid."""
+    shift, low, half, big, tiny, fmax, keep_sub, ion, fnuz = F[1], F[2], F[3], F[4], F[5], F[8], F[9], F[10], F[11]
+    ax = abs(x)
+    u = _f64_bits(ax)
+    rn = _bits_f64((u + half + ((u >> shift) & np.uint64(1))) & ~low)
+    rs = (ax + big) - big
+    r = rs if ax < tiny else rn
+    r = r if (keep_sub or r >= tiny) else 0.0
+    r = ion if r > fmax else r
+    r = r if ax < np.inf else (ion if ax == np.inf else np.nan)
+    return _sign_back(r, x, fnuz)
+
+
+@njit(inline="always")
+def _rtz_fast(x, F):
+    """RTZ of a float64 to a format of at most 51 fraction bits, default overflow (finite overflow gives max)."""
+    low, tiny, inv_q, q, fmax, keep_sub, ion, fnuz = F[2], F[5], F[6], F[7], F[8], F[9], F[10], F[11]
+    ax = abs(x)
+    rn = _bits_f64(_f64_bits(ax) & ~low)
+    rs = np.floor(ax * inv_q) * q
+    r = rs if ax < tiny else rn
+    r = r if (keep_sub or r >= tiny) else 0.0
+    r = fmax if r > fmax else r
+    r = r if ax < np.inf else (ion if ax == np.inf else np.nan)
+    return _sign_back(r, x, fnuz)
+
+
+@njit
+def _round_general(x, P):
+    """Round a float64 once to the format of ``P`` (the ``round`` kernel's arithmetic), any mode."""
+    N, q, a = _round_one(x, P[0], P[1], P[2], P[3], np.uint64(0), P[4], P[5])
+    r, neg, cls = _finish(x, N, q, a, P[0], P[1], P[6], P[7], P[8], P[9], P[10], P[11], P[12], P[13], P[14],
+                          P[15], P[16], P[17])
+    return r
+
+
+@njit(inline="always")
+def _is_fast(P):
+    return P[0] == 0 or P[0] == 2
+
+
+@njit(inline="always")
+def _round_fast_p(x, P):
+    F = _fast_consts(P)
+    return _rtz_fast(x, F) if F[0] else _rne_fast(x, F)
+
+
+@njit(inline="always")
+def _round_any(x, P):
+    """Round a float64 once to a format: inline RNE/RTZ, or the general kernel."""
+    if _is_fast(P):
+        return _round_fast_p(x, P)
+    return _round_general(x, P)
+
+
+@njit(inline="always")
+def _add_round(x, y, P):
+    """One IEEE addition ``x + y`` rounded once to the format of ``P``."""
+    return _round_any(_add_odd(x, y), P)
+
+
+@njit(inline="always")
+def _split(v, emin, m):
+    """A finite non-zero value of a format (emin, m) as (significand, lsb exponent, E = max(floor log2, emin))."""
+    e = np.int64((_f64_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
+    E = max(e, emin)
+    lsb = E - m
+    return np.int64(abs(v) * _pow2(-lsb)), lsb, E
+
+
+@njit(inline="always")
+def _split_exact(v, emin):
+    """Any finite non-zero float64 (C may be wider than the accumulator) as (53-bit significand, lsb, E)."""
+    e = np.int64((_f64_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
+    lsb = e - 52
+    return np.int64(abs(v) * _pow2(-lsb)), lsb, max(e, emin)
+
+
+@njit(inline="always")
+def _cut(t, d, floor_mode, negative):
+    """A term's integer significand scaled by 2^d (d < 0: cut toward zero, or toward -inf)."""
+    if d >= 0:
+        return t << np.int64(d)
+    s = -d
+    if s > 62:
+        return np.int64(1) if (floor_mode and negative and t != 0) else np.int64(0)
+    if floor_mode and negative:
+        return (t + (np.int64(1) << np.int64(s)) - 1) >> np.int64(s)
+    return t >> np.int64(s)
+
+
+@njit
+def _fused_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_rne, c_mode, n_frac, floor_mode, has_floor, floor_e,
+                a_emin, a_m, b_emin, b_m, acc_emin, acc_m, emax_buf, sum_buf, flag_buf):
+    """The block FMA on products k0..k1 for every column: acc[n] <- D (DESIGN §6 'fused')."""
+    early = c_mode == 0
+    for n in range(n_cols):
+        emax_buf[n] = floor_e if has_floor else -(1 << 40)
+        flag_buf[n] = 0                       # bit 0 NaN, 1 +Inf, 2 -Inf, 3 a term is not -0
+        c = acc[n]
+        if c != c:
+            flag_buf[n] |= 1
+        elif abs(c) == np.inf:
+            flag_buf[n] |= 2 if c > 0 else 4
+        if early:
+            if c != 0.0 or not (_f64_bits(c) & _SIGN):
+                flag_buf[n] |= 8
+            if c != 0.0 and abs(c) < np.inf:
+                s, lsb, E = _split_exact(c, acc_emin)
+                emax_buf[n] = max(emax_buf[n], E)
+    for k in range(k0, k1):
+        x = a_row[k]
+        for n in range(n_cols):
+            y = b[k, n]
+            p = x * y
+            if p != p:
+                flag_buf[n] |= 1
+            elif abs(p) == np.inf:
+                flag_buf[n] |= 2 if p > 0 else 4
+            elif p != 0.0:
+                flag_buf[n] |= 8
+                ex = max(np.int64((_f64_bits(x) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023, a_emin)
+                ey = max(np.int64((_f64_bits(y) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023, b_emin)
+                emax_buf[n] = max(emax_buf[n], ex + ey)
+            elif not (_f64_bits(p) & _SIGN):
+                flag_buf[n] |= 8
+    for n in range(n_cols):
+        sum_buf[n] = 0
+        if early:
+            c = acc[n]
+            if c != 0.0 and abs(c) < np.inf:
+                s, lsb, E = _split_exact(c, acc_emin)
+                q = emax_buf[n] - n_frac
+                t = _cut(s, lsb - q, floor_mode, c < 0)
+                sum_buf[n] = -t if c < 0 else t
+    for k in range(k0, k1):
+        x = a_row[k]
+        if x == 0.0 or not (abs(x) < np.inf):
+            continue
+        sx, lx, Ex = _split(x, a_emin, a_m)
+        for n in range(n_cols):
+            y = b[k, n]
+            if y == 0.0 or not (abs(y) < np.inf):
+                continue
+            sy, ly, Ey = _split(y, b_emin, b_m)
+            neg = (x < 0) != (y < 0)
+            t = _cut(sx * sy, lx + ly - (emax_buf[n] - n_frac), floor_mode, neg)
+            sum_buf[n] += -t if neg else t
+    for n in range(n_cols):
+        f = flag_buf[n]
+        if f & 7:
+            v = np.nan if (f & 1) or (f & 6) == 6 else (np.inf if f & 2 else -np.inf)
+            acc[n] = _round_any(v, P_acc)
+            continue
+        S = sum_buf[n]
+        if S == 0:
+            v = 0.0 if f & 8 else -0.0
+        else:
+            v = np.float64(S) * _pow2(emax_buf[n] - n_frac)
+        d = _round_any(v, P_acc)
+        acc[n] = d if early else _add_round(d, acc[n], P_rne)
+
+
+@njit(inline="always")
+def _fused_step_fast(acc, dec, k0, k1, n_cols, P_acc, P_rne, early, n_frac, floor_mode, has_floor, floor_e,
+                     acc_emin, emax_buf, sum_buf, flag_buf, scale_buf):
+    """The block FMA as ``_fused_step``, for finite operands, in float64 with exact integers: a product
+    (at most 48 bits) times 2^-q is exact, its cut is ``trunc`` (rtz) or ``floor``, and the cut terms
+    are integers below 2^(n_frac + 2) whose sum stays below 2^53.  Branch-free loops across n."""
+    AE, BE = dec[0], dec[1]
+    for n in range(n_cols):
+        emax_buf[n] = floor_e if has_floor else -(1 << 40)
+        sum_buf[n] = 0.0
+        c = acc[n]
+        f = np.int64(0)
+        if c != c:
+            f |= 1
+        elif abs(c) == np.inf:
+            f |= 2 if c > 0 else 4
+        elif early and c != 0.0:
+            emax_buf[n] = max(emax_buf[n], _split_exact(c, acc_emin)[2])
+        if early and (c != 0.0 or not (_f64_bits(c) & _SIGN)):
+            f |= 8
+        flag_buf[n] = f
+    for k in range(k0, k1):
+        ae = np.int64(AE[k])
+        bek = BE[k]
+        for n in range(n_cols):
+            emax_buf[n] = max(emax_buf[n], ae + np.int64(bek[n]))
+    for n in range(n_cols):
+        scale_buf[n] = _pow2(min(max(n_frac - emax_buf[n], -1000), 1000))
+        c = acc[n]
+        if early and c != 0.0 and abs(c) < np.inf:
+            sum_buf[n] = np.floor(c * scale_buf[n]) if floor_mode else np.trunc(c * scale_buf[n])
+    for k in range(k0, k1):
+        x = dec[2][k]
+        bk = dec[3][k]
+        if floor_mode:
+            for n in range(n_cols):
+                prod = x * bk[n]
+                sum_buf[n] += np.floor(prod * scale_buf[n])
+                flag_buf[n] |= 8 * np.int64(_f64_bits(prod) != _SIGN)
+        else:
+            for n in range(n_cols):
+                prod = x * bk[n]
+                sum_buf[n] += np.trunc(prod * scale_buf[n])
+                flag_buf[n] |= 8 * np.int64(_f64_bits(prod) != _SIGN)
+    for n in range(n_cols):
+        f = flag_buf[n]
+        if f & 7:
+            v = np.nan if (f & 1) or (f & 6) == 6 else (np.inf if f & 2 else -np.inf)
+            acc[n] = _round_any(v, P_acc)
+            continue
+        S = sum_buf[n]
+        if S == 0.0:
+            v = 0.0 if f & 8 else -0.0
+        else:
+            v = S * _pow2(emax_buf[n] - n_frac)
+        d = _round_any(v, P_acc)
+        acc[n] = d if early else _add_round(d, acc[n], P_rne)
+
+
+@njit
+def _pairwise_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod, tmp):
+    for n in range(n_cols):
+        cnt = 0
+        for k in range(k0, k1):
+            p = a_row[k] * b[k, n]
+            tmp[cnt] = _round_any(p, P_prod) if has_prod else p
+            cnt += 1
+        while cnt > 1:
+            j = 0
+            for i in range(0, cnt, 2):
+                tmp[j] = _add_round(tmp[i], tmp[i + 1], P_acc) if i + 1 < cnt else tmp[i]
+                j += 1
+            cnt = j
+        acc[n] = _add_round(acc[n], tmp[0], P_acc)
+
+
+@njit
+def _ieee_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod):
+    F = _fast_consts(P_acc)
+    rne, rtz = P_acc[0] == 0, P_acc[0] == 2
+    for k in range(k0, k1):
+        x = a_row[k]
+        bk = b[k]
+        if has_prod:
+            for n in range(n_cols):
+                acc[n] = _add_round(acc[n], _round_any(x * bk[n], P_prod), P_acc)
+        elif rne:                                    # the hot loops: branch-free, vectorised across n
+            for n in range(n_cols):
+                acc[n] = _rne_fast(_add_odd(acc[n], x * bk[n]), F)
+        elif rtz:
+            for n in range(n_cols):
+                acc[n] = _rtz_fast(_add_odd(acc[n], x * bk[n]), F)
+        else:
+            for n in range(n_cols):
+                acc[n] = _round_general(_add_odd(acc[n], x * bk[n]), P_acc)
+
+
+@njit
+def _ieee_step_fp32(acc, a_row, b, k0, k1, n_cols, has_prod):
+    """fp32 accumulation with RNE: one hardware FMA per product (or fp32 multiply, then add)."""
+    for k in range(k0, k1):
+        x = a_row[k]
+        if has_prod:
+            for n in range(n_cols):
+                acc[n] = acc[n] + x * b[k, n]
+        else:
+            for n in range(n_cols):
+                acc[n] = _fma32(x, b[k, n], acc[n])
+
+
+@njit
+def _ieee_lanes(lanes, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod, native, lanes32, a32_row, b32):
+    """Products k0..k1 into w partial sums, product k into lane (k - k0) mod w: one call for the whole range."""
+    w = lanes.shape[0] if not native else lanes32.shape[0]
+    for k in range(k0, k1):
+        j = (k - k0) % w
+        if native:
+            _ieee_step_fp32(lanes32[j], a32_row, b32, k, k + 1, n_cols, has_prod)
+        else:
+            _ieee_step(lanes[j], a_row, b, k, k + 1, n_cols, P_acc, P_prod, has_prod)
+
+
+@njit
+def _fused_steps(acc, dec, k0, k1, k_fused, n_cols, P_acc, P_rne, early, n_frac, floor_mode, has_floor, floor_e,
+                 acc_emin, emax_buf, sum_buf, flag_buf):
+    """Consecutive block FMAs over k0..k1 into one running sum (sequential order): one call per row."""
+    sums = np.empty(n_cols)
+    scales = np.empty(n_cols)
+    for j0 in range(k0, k1, k_fused):
+        _fused_step_fast(acc, dec, j0, min(j0 + k_fused, k1), n_cols, P_acc, P_rne, early, n_frac, floor_mode,
+                         has_floor, floor_e, acc_emin, emax_buf, sums, flag_buf, scales)
+
+
+@njit
+def _step(acc, a_row, b, k0, k1, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_row, b32, acc32):
+    (step, c_mode, n_frac, floor_mode, has_floor, floor_e, a_emin, a_m, b_emin, b_m, acc_emin, acc_m,
+     has_prod, native, fast_fused) = cfg
+    if native:
+        _ieee_step_fp32(acc32, a32_row, b32, k0, k1, n_cols, has_prod)
+    elif step == 0:
+        _ieee_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod)
+    elif step == 1 and fast_fused:
+        _fused_steps(acc, bufs[4], k0, k1, k1 - k0, n_cols, P_acc, P_rne, c_mode == 0, n_frac, floor_mode,
+                     has_floor, floor_e, acc_emin, bufs[0], bufs[1], bufs[2])
+    elif step == 1:
+        _fused_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_rne, c_mode, n_frac, floor_mode, has_floor, floor_e,
+                    a_emin, a_m, b_emin, b_m, acc_emin, acc_m, bufs[0], bufs[1], bufs[2])
+    else:
+        _pairwise_step(acc, a_row, b, k0, k1, n_cols, P_acc, P_prod, has_prod, bufs[3])
+
+
+@njit
+def _combine(x, y, n_cols, P_acc, native, x32, y32):
+    """x[n] <- x[n] + y[n], one accumulator addition per column."""
+    if native:
+        for n in range(n_cols):
+            x32[n] = x32[n] + y32[n]
+    else:
+        for n in range(n_cols):
+            x[n] = _add_round(x[n], y[n], P_acc)
+
+
+@njit
+def _chunk_row(out, out32, c0, a_row, b, a32_row, b32, k_start, k_stop, n_cols, cfg, order, width, k_fused,
+               P_acc, P_rne, P_prod, bufs):
+    """One chunk of K for all columns, in the spec's order; the result lands in out / out32."""
+    native = cfg[13]
+    n_steps = (k_stop - k_start + k_fused - 1) // k_fused
+    if order == 0 or order == 4:                      # sequential, blocked
+        out[:] = c0
+        out32[:] = c0.astype(np.float32)
+        if order == 0:
+            if cfg[0] == 0:                           # ieee: the steps are one loop over k
+                _step(out, a_row, b, k_start, k_stop, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_row, b32, out32)
+                return
+            if cfg[0] == 1 and cfg[14]:               # fused, finite operands: one call for all steps
+                _fused_steps(out, bufs[4], k_start, k_stop, k_fused, n_cols, P_acc, P_rne, cfg[1] == 0, cfg[2],
+                             cfg[3], cfg[4], cfg[5], cfg[10], bufs[0], bufs[1], bufs[2])
+                return
+            for j in range(n_steps):
+                k0 = k_start + j * k_fused
+                _step(out, a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
+                      a32_row, b32, out32)
+            return
+        per_block = width // k_fused
+        blk = np.empty(n_cols)
+        blk32 = np.empty(n_cols, np.float32)
+        for j0 in range(0, n_steps, per_block):
+            blk[:] = -0.0
+            blk32[:] = -0.0
+            if cfg[0] == 0:                           # ieee: the block's steps are one loop over k
+                k0 = k_start + j0 * k_fused
+                _step(blk, a_row, b, k0, min(k0 + per_block * k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod,
+                      bufs, a32_row, b32, blk32)
+            else:
+                for j in range(j0, min(j0 + per_block, n_steps)):
+                    k0 = k_start + j * k_fused
+                    _step(blk, a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
+                          a32_row, b32, blk32)
+            _combine(out, blk, n_cols, P_acc, native, out32, blk32)
+        return
+    if order == 3:                                    # pairwise over the steps
+        res = np.empty((max(n_steps, 1), n_cols))
+        res32 = np.empty((max(n_steps, 1), n_cols), np.float32)
+        res[0, :] = -0.0
+        res32[0, :] = -0.0
+        for j in range(n_steps):
+            res[j, :] = -0.0
+            res32[j, :] = -0.0
+            k0 = k_start + j * k_fused
+            _step(res[j], a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
+                  a32_row, b32, res32[j])
+        cnt = n_steps
+        while cnt > 1:
+            jj = 0
+            for i in range(0, cnt, 2):
+                if i + 1 < cnt:
+                    _combine(res[i], res[i + 1], n_cols, P_acc, native, res32[i], res32[i + 1])
+                res[jj, :] = res[i]
+                res32[jj, :] = res32[i]
+                jj += 1
+            cnt = jj
+        out[:] = c0
+        out32[:] = c0.astype(np.float32)
+        _combine(out, res[0], n_cols, P_acc, native, out32, res32[0])
+        return
+    lanes = np.empty((width, n_cols))                 # interleaved (1), lanes (2)
+    lanes32 = np.empty((width, n_cols), np.float32)
+    lanes[:, :] = -0.0
+    lanes32[:, :] = -0.0
+    full = n_steps - n_steps % width
+    ieee = cfg[0] == 0
+    if ieee:
+        _ieee_lanes(lanes, a_row, b, k_start, k_start + full, n_cols, P_acc, P_prod, cfg[12], native, lanes32,
+                    a32_row, b32)
+    else:
+        for j in range(full):
+            k0 = k_start + j * k_fused
+            _step(lanes[j % width], a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod,
+                  bufs, a32_row, b32, lanes32[j % width])
+    if order == 1:
+        if ieee:
+            _step(lanes[0], a_row, b, k_start + full, k_stop, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_row,
+                  b32, lanes32[0])
+        for j in range(full, n_steps):
+            if ieee:
+                break
+            k0 = k_start + j * k_fused
+            _step(lanes[0], a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
+                  a32_row, b32, lanes32[0])
+        for i in range(1, width):
+            _combine(lanes[0], lanes[i], n_cols, P_acc, native, lanes32[0], lanes32[i])
+    else:
+        h = width // 2
+        while h >= 1:
+            for i in range(h):
+                _combine(lanes[i], lanes[i + h], n_cols, P_acc, native, lanes32[i], lanes32[i + h])
+            h //= 2
+        if ieee:
+            _step(lanes[0], a_row, b, k_start + full, k_stop, n_cols, cfg, P_acc, P_rne, P_prod, bufs, a32_row,
+                  b32, lanes32[0])
+        for j in range(full, n_steps):
+            if ieee:
+                break
+            k0 = k_start + j * k_fused
+            _step(lanes[0], a_row, b, k0, min(k0 + k_fused, k_stop), n_cols, cfg, P_acc, P_rne, P_prod, bufs,
+                  a32_row, b32, lanes32[0])
+    out[:] = c0
+    out32[:] = c0.astype(np.float32)
+    _combine(out, lanes[0], n_cols, P_acc, native, out32, lanes32[0])
+
+
+@njit(parallel=True, cache=True)
+def _matmul_kernel(a, b, c, a32, b32, sa, sb, out, cfg, order, width, k_fused, chunk, promotes, scale_at_promotion,
+                   has_sa, has_sb, P_acc, P_rne, P_prod, P_fp32, da, db):
+    """Rows of ``out`` (n_tiles, batch, M, T) for column tiles of B (n_tiles, batch, K, T): a tile stays in
+    cache while every row of A passes over it."""
+    n_tiles, n_batch, K, n_cols = b.shape
+    n_rows = a.shape[1]
+    native = cfg[13]
+    for r in prange(n_tiles * n_batch * n_rows):
+        t = r // (n_batch * n_rows)
+        bi = (r // n_rows) % n_batch
+        m = r % n_rows
+        dec = (da[bi, m], db[t, bi], a[bi, m], b[t, bi])
+        bufs = (np.empty(n_cols, np.int64), np.empty(n_cols, np.int64), np.empty(n_cols, np.int64),
+                np.empty(max(k_fused, 1)), dec)
+        row = np.empty(n_cols)
+        row32 = np.empty(n_cols, np.float32)
+        bt, b32t, ct = b[t, bi], b32[t, bi], c[t, bi, m]
+        if not promotes:
+            _chunk_row(row, row32, ct, a[bi, m], bt, a32[bi, m], b32t, 0, K, n_cols, cfg, order, width,
+                       k_fused, P_acc, P_rne, P_prod, bufs)
+            if native:
+                for n in range(n_cols):
+                    out[t, bi, m, n] = row32[n]
+            else:
+                out[t, bi, m, :] = row
+            continue
+        outer = np.empty(n_cols)
+        for n in range(n_cols):
+            outer[n] = _round_any(ct[n], P_fp32)
+        zero = np.full(n_cols, -0.0)
+        for k_start in range(0, max(K, 1), chunk):
+            k_stop = min(k_start + chunk, K)
+            _chunk_row(row, row32, zero, a[bi, m], bt, a32[bi, m], b32t, k_start, k_stop, n_cols, cfg, order,
+                       width, k_fused, P_acc, P_rne, P_prod, bufs)
+            for n in range(n_cols):
+                partial = np.float64(row32[n]) if native else row[n]
+                scale = 1.0
+                if scale_at_promotion and k_start < K:
+                    s_a = sa[bi, m, k_start] if has_sa else 1.0
+                    s_b = sb[t, bi, k_start, n] if has_sb else 1.0
+                    scale = _round_any(s_a * s_b, P_fp32)
+                outer[n] = _add_round(outer[n], partial * scale, P_fp32)
+        out[t, bi, m, :] = outer
+
+
+#: Columns of B per tile: a tile of K x 128 (float64 values and int32 exponents) stays in L2.
+_TILE = 128
+
+
+def _tiles(x: np.ndarray, width: int) -> np.ndarray:
+    """(..., N) -> (n_tiles, ..., width), zero-padded: contiguous column tiles."""
+    n = x.shape[-1]
+    n_tiles = max(-(-n // width), 1)
+    padded = np.zeros(x.shape[:-1] + (n_tiles * width,), x.dtype)
+    padded[..., :n] = x
+    return np.ascontiguousarray(np.moveaxis(padded.reshape(x.shape[:-1] + (n_tiles, width)), -2, 0))
+
+
+def _exponents(x: np.ndarray, emin: int) -> np.ndarray:
+    """E(x) = max(floor(log2|x|), emin) of finite values as int32; zeros get -2^20 (no exponent)."""
+    nz = x != 0
+    E = np.maximum(np.frexp(np.where(nz, np.abs(x), 1.0))[1].astype(np.int64) - 1, emin)
+    return np.where(nz, E, -(1 << 20)).astype(np.int32)
+
+
+def _fits(fmt: Format, max_fraction_bits: int = 28) -> bool:
+    return fmt.exponent_bits <= 8 and fmt.mantissa_bits <= max_fraction_bits
+
+
+def _compiled(spec) -> bool:
+    """Whether the compiled kernels cover ``spec`` exactly (see the section comment)."""
+    if spec.stochastic or spec.step == "exact":
+        return False
+    inputs = [spec.a_format, spec.effective_b_format]
+    if not all(_fits(f, 23) for f in inputs):
+        return False
+    if not all(_fits(f) for f in (spec.accumulator, spec.effective_c_format)):
+        return False
+    if spec.product_format is not None and not _fits(spec.product_format):
+        return False
+    if spec.step == "fused":
+        return (spec.c_mode != "late_rd" and spec.n_frac is not None and spec.n_frac <= 40 and spec.k_fused <= 64
+                and spec.product_format is None)
+    return True
+
+
+def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
+                  b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
+    """The kernel interface of the NumPy reference (same arguments, same bits)."""
+    if not _compiled(spec):
+        return _reference.matmul_values(a, b, c, a_scale, b_scale, spec, seed)
+    # writeable C arrays: one compiled signature (read-only broadcast views would compile a second one)
+    a, b, c = (np.require(x, np.float64, ["C", "W"]) for x in (a, b, c))
+    if a_scale is not None:
+        a_scale = np.require(a_scale, np.float64, ["C", "W"])
+    if b_scale is not None:
+        b_scale = np.require(b_scale, np.float64, ["C", "W"])
+    a_emin, a_m = spec.a_format.emin, spec.a_format.mantissa_bits
+    b_emin, b_m = spec.effective_b_format.emin, spec.effective_b_format.mantissa_bits
+    fp32_spec = RoundSpec(_FP32)
+    if spec.scale_at == "operands" and a_scale is not None:          # operands x scales, rounded to fp32
+        a = round_values((a * a_scale).reshape(-1), fp32_spec, 0).reshape(a.shape)
+        a_emin, a_m = _FP32.emin, _FP32.mantissa_bits
+    if spec.scale_at == "operands" and b_scale is not None:
+        b = round_values((b * b_scale).reshape(-1), fp32_spec, 0).reshape(b.shape)
+        b_emin, b_m = _FP32.emin, _FP32.mantissa_bits
+    acc = spec.accumulator_spec(seed)
+    native = (spec.step == "ieee" and acc.format == _FP32 and acc.rounding is Rounding.RNE and acc.subnormals
+              and (spec.product_format is None or spec.product_format == _FP32)
+              and fits_float32(spec.effective_c_format))
+    step = {"ieee": 0, "fused": 1, "pairwise": 2}[spec.step]
+    N = b.shape[2]
+    width = min(_TILE, max(N, 1))
+    n_tiles = max(-(-N // width), 1)
+    fast_fused = spec.step == "fused" and bool(np.isfinite(a).all() and np.isfinite(b).all())
+    if fast_fused:
+        da = _exponents(a, a_emin)
+        db = _tiles(_exponents(b, b_emin), width)
+    else:
+        da = np.zeros((a.shape[0], a.shape[1], 0), np.int32)
+        db = np.zeros((n_tiles, b.shape[0], 0, width), np.int32)
+    cfg = (step, {"early": 0, "late_rn": 1}.get(spec.c_mode, 0), spec.n_frac or 0, spec.align_rounding == "floor",
+           spec.ref_exp_floor is not None, spec.ref_exp_floor or 0, a_emin, a_m, b_emin, b_m,
+           acc.format.emin, acc.format.mantissa_bits, spec.product_format is not None, native, fast_fused)
+    order = {"sequential": 0, "interleaved": 1, "lanes": 2, "pairwise": 3, "blocked": 4}[spec.order.kind]
+    order_width = spec.order.width or 1
+    prod = spec.product_spec() or fp32_spec
+    K = a.shape[2]
+    chunk = spec.promote_every or max(K, 1)
+    a32 = a.astype(np.float32) if native else np.zeros((a.shape[0], a.shape[1], 0), np.float32)
+    b32 = _tiles(b.astype(np.float32), width) if native else np.zeros((n_tiles, b.shape[0], 0, width), np.float32)
+    bt = _tiles(b, width)
+    out = np.empty((bt.shape[0], a.shape[0], a.shape[1], width))
+    _matmul_kernel(a, bt, _tiles(c, width), a32, b32, a_scale if a_scale is not None else np.zeros((1, 1, 1)),
+                   _tiles(b_scale, width) if b_scale is not None else np.zeros((1, 1, 1, 1)), out, cfg, order,
+                   order_width, spec.k_fused, chunk, spec.promotes, spec.scale_at == "promotion",
+                   a_scale is not None, b_scale is not None, _params(acc), _params(spec.accumulator_rne_spec()),
+                   _params(prod), _params(fp32_spec), da, db)
+    out = np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N]
+    out = np.where(np.isnan(out), np.nan, out)                     # one NaN, as the reference
+    via = spec.via_spec(seed)
+    if via is not None:
+        out = round_values(out.reshape(-1), via, 0).reshape(out.shape)
+        out = np.where(np.isnan(out), np.nan, out)
+    out = round_values(out.reshape(-1), spec.output_spec(seed), 0).reshape(out.shape)
+    return np.where(np.isnan(out), np.nan, out)

@@ -374,6 +374,11 @@ def round_exact(x: Exact | float, spec: RoundSpec, counter: int = 0) -> float:
     return _on_grid(-value if neg else value, spec)
 
 
+def canonical(x: float) -> float:
+    """A NaN result is the one canonical (positive, quiet) NaN, whatever path made it."""
+    return math.nan if math.isnan(x) else x
+
+
 class Term(NamedTuple):
     """A product (or C) in a step: its value and its alignment exponent (None for zero / special)."""
 
@@ -555,8 +560,8 @@ class ReferenceMatmul:
                 outer = round_exact(total([outer, exact_product(partial, scale)]), self.fp32)
             result = outer
         if self.via is not None:
-            result = round_exact(as_term(result), self.via, self.event())
-        return round_exact(as_term(result), self.out, self.event())
+            result = round_exact(as_term(canonical(result)), self.via, self.event())
+        return canonical(round_exact(as_term(canonical(result)), self.out, self.event()))
 
 
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
