@@ -187,9 +187,10 @@ class Trainer:
         ops, model = self.ops, self.model
         ops.training = True
         model.zero_grad()
-        loss = self.loss.forward(model.forward(x, ops), y, ops)
-        scale = float(self.scaler.scale)
-        model.backward(self.loss.backward(ops, grad=scale), ops, input_grad=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to Inf/NaN is counted and handled
+            loss = self.loss.forward(model.forward(x, ops), y, ops)
+            scale = float(self.scaler.scale)
+            model.backward(self.loss.backward(ops, grad=scale), ops, input_grad=False)
         nonfinite = self._unscale(scale)
         skipped = bool(self.scaler.update(nonfinite))
         if not skipped:
