@@ -218,14 +218,18 @@ class Policy:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"name={self.name!r} must be a non-empty string")
         put("matmul", MatmulRoles.of(self.matmul))
-        sites = self.sites.items() if isinstance(self.sites, Mapping) else self.sites
-        try:
-            sites = tuple((str(pattern), MatmulRoles.of(roles, f"sites[{pattern!r}]")) for pattern, roles in sites)
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ValueError) and "sites[" in str(exc):
-                raise
-            raise TypeError(f"sites={self.sites!r} must map site patterns to MatmulRoles / specs ({exc})") from None
-        put("sites", sites)
+        items = self.sites.items() if isinstance(self.sites, Mapping) else self.sites
+        if not isinstance(items, (tuple, list)) and not isinstance(self.sites, Mapping):
+            raise TypeError(f"sites={self.sites!r} must map site patterns to MatmulRoles, specs or preset names")
+        sites = []
+        for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str):
+                raise TypeError(f"sites: {item!r} is not a (site pattern, roles) pair")
+            try:
+                sites.append((item[0], MatmulRoles.of(item[1], f"sites[{item[0]!r}]")))
+            except ValueError as exc:
+                raise ValueError(f"sites[{item[0]!r}]: {exc}") from None
+        put("sites", tuple(sites))
         for arg in ("low", "weight", "param_grad", "optimizer_state"):
             put(arg, _format(getattr(self, arg), arg))
         put("allow", _names(self.allow, "allow"))

@@ -298,8 +298,14 @@ def train(recipe: Recipe | str, *, model: str = "mlp", task: str | Dataset | Non
         raise ValueError(f"lr={lr!r} must be a finite number")
     if model not in MODEL_TASKS:
         raise ValueError(f"model={model!r} is not a model; allowed: {', '.join(MODEL_TASKS)}")
-    data = task if isinstance(task, Dataset) else get_task(task or MODEL_TASKS[model], **{"seed": seed,
-                                                                                         **(task_args or {})})
+    if isinstance(task, Dataset):
+        data = task
+    else:
+        name = task or MODEL_TASKS[model]
+        try:
+            data = get_task(name, **{"seed": seed, **(task_args or {})})
+        except TypeError as exc:
+            raise ValueError(f"task {name!r} does not take the arguments {task_args}: {exc}") from None
     net = _build_model(model, data, _positive_int("hidden", hidden), seed)
     opt = get_optimizer(optimizer, net.parameters(), lr=lr)
     trainer = Trainer(net, recipe, opt, data, batch_size=batch_size, seed=seed, backend=backend)

@@ -258,11 +258,22 @@ def test_fp8_specs_must_fit_the_recipe():
     (dict(fp8="delayed"), TypeError, "fp8='delayed' must be None or one of DelayedScaling"),
     (dict(allow=5), TypeError, "allow=5 must be a sequence of names"),
     (dict(name=""), TypeError, "name='' must be a non-empty string"),
+    (dict(sites={"*.scores": "h100_fp17"}), ValueError, "sites['*.scores']: preset='h100_fp17' is not a preset"),
+    (dict(sites=(("*.scores",),)), TypeError, "is not a (site pattern, roles) pair"),
+    (dict(sites=5), TypeError, "sites=5 must map site patterns"),
 ])
 def test_bad_policies_are_named(kwargs, exc, words):
     with pytest.raises(exc) as info:
         Policy(**kwargs)
     assert words in str(info.value)
+
+
+def test_policies_are_data():
+    p = Policy(low="fp16", allow=("relu",), sites={"*.scores": "exact"})
+    q = replace(p, low="bf16")
+    assert q.formats()["relu.out"] == "bf16" and p.formats()["relu.out"] == "fp16"
+    assert replace(q, low="fp16") == p and hash(replace(q, low="fp16")) == hash(p)
+    assert q.sites == (("*.scores", MatmulRoles("exact")),)
 
 
 def test_ops_errors_name_the_argument():

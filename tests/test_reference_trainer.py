@@ -182,6 +182,8 @@ def bad_calls():
          "model='transformer' needs (samples, seq, features) inputs"),
         (lambda: train("fp32", steps=1, task="regression"), ValueError, "is a regression task"),
         (lambda: train("fp32", steps=1, task="mnist"), ValueError, "task='mnist' is not a task"),
+        (lambda: train("fp32", steps=1, task="digits", task_args={"n_samples": 5}), ValueError,
+         "task 'digits' does not take the arguments {'n_samples': 5}"),
     ]
 
 
