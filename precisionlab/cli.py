@@ -4,7 +4,9 @@ Subcommands so far:
 
 * ``precisionlab formats [NAME ...]`` -- the format catalogue with its derived facts;
 * ``precisionlab round VALUE ... --to FMT`` -- round values given on the command line
-  and show the result, its code, its neighbours and the rounding error.
+  and show the result, its code, its neighbours and the rounding error;
+* ``precisionlab error train --recipes ...`` -- train one model with several
+  mixed-precision recipes and compare them side by side.
 
 Every subcommand is one ``_add_<name>(subparsers)`` function that builds its parser
 and sets ``func`` to a ``(args, out) -> int`` handler; :data:`SUBCOMMANDS` lists them.
@@ -618,6 +620,140 @@ def _add_round(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------
+# precisionlab error (a group of analyses; 'error train' compares training recipes)
+# ---------------------------------------------------------------------------
+
+
+def _add_error(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "error", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="error-analysis tables (train: mixed-precision training recipes side by side)",
+        description="Error analyses. Run 'precisionlab error ANALYSIS --help' for one of them.",
+        epilog="examples:\n  precisionlab error train --recipes fp32,pure_fp16,torch_amp_fp16 --steps 50")
+    group = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True, parser_class=_Parser)
+    _add_error_train(group)
+
+
+def _show_fraction(v: Any) -> str:
+    return DASH if v is None else ("0" if v == 0 else f"{float(v):.3g}")
+
+
+def _show_stat(v: Any) -> str:
+    if v is None:
+        return DASH
+    v = float(v)
+    return "nan" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.4g}")
+
+
+_TRAIN_COLUMNS = (
+    Column("recipe", "recipe"),
+    Column("final_loss", "final loss", _show_stat, "right"),
+    Column("test_accuracy", "test accuracy", _show_stat, "right"),
+    Column("skipped_steps", "skipped", align="right"),
+    Column("underflow_fraction", "grads flushed to 0", _show_fraction, "right"),
+    Column("overflowed_gradients", "grads overflowed", align="right"),
+    Column("divergence", "divergence vs fp32", _show_fraction, "right"),
+    Column("seconds", "time (s)", lambda v: f"{v:.2f}", "right"),
+)
+
+
+def _train_progress(stream: Any) -> Callable[[str, int, int, Any], None]:
+    """A progress bar on ``stream``: redrawn in place on a terminal, one line per recipe otherwise."""
+    tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def report(recipe: str, i: int, n: int, log: Any) -> None:
+        if tty:
+            filled = int(24 * i / n)
+            stream.write(f"\r{recipe:>20} [{'#' * filled}{'.' * (24 - filled)}] step {i}/{n} loss {log.loss:.4g}")
+            if i == n:
+                stream.write("\n")
+        elif i == n:
+            stream.write(f"{recipe}: {n} steps, final loss {log.loss:.4g}\n")
+        stream.flush()
+    return report
+
+
+def _run_error_train(args: argparse.Namespace, out: io.TextIOBase) -> int:
+    import importlib.util
+
+    from .reference.trainer import compare_recipes, plot_losses
+
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        sys.stderr.write(f"{PROG}: error: --plot needs matplotlib, which is not installed "
+                         "(pip install 'precisionlab[plot]')\n")
+        return 2
+    names = [n.strip() for n in args.recipes.split(",") if n.strip()]
+    task_args = {"n_samples": args.samples} if args.samples is not None else None
+    results, reference = compare_recipes(
+        names, model=args.model, task=args.task, steps=args.steps, optimizer=args.optimizer, lr=args.lr,
+        batch_size=args.batch_size, hidden=args.hidden, seed=args.seed, task_args=task_args,
+        progress=None if args.no_progress else _train_progress(sys.stderr))
+    records = []
+    for r in results:
+        records.append({
+            "recipe": r.recipe,
+            "final_loss": _json_float(r.final_loss),
+            "test_loss": _json_float(r.test_loss),
+            "test_accuracy": _json_float(r.test_accuracy),
+            "skipped_steps": r.skipped_steps,
+            "underflow_fraction": _json_float(r.underflow_fraction),
+            "overflowed_gradients": r.overflow_count,
+            "divergence": _json_float(r.divergence(reference)) if reference is not None else None,
+            "seconds": round(r.seconds, 3),
+        })
+    document = {"model": args.model, "task": args.task, "steps": args.steps, "optimizer": args.optimizer,
+                "lr": args.lr, "batch_size": args.batch_size, "hidden": args.hidden, "seed": args.seed,
+                "reference": "fp32",
+                "curves": {r.recipe: {"loss": [_json_float(v) for v in r.losses.tolist()],
+                                      "scale": r.scales.tolist(), "skipped": r.skipped.tolist()} for r in results}}
+    _emit(records, _TRAIN_COLUMNS, args.output, out, document=document, list_key="recipes")
+    if args.plot:
+        plot_losses(results, args.plot, title=f"{args.model} on {args.task or 'its default task'}, {args.steps} steps")
+    return 0
+
+
+def _add_error_train(group: argparse._SubParsersAction) -> None:
+    from .reference.data import TASKS
+    from .reference.recipes import recipes
+    from .reference.trainer import MODEL_TASKS
+
+    p = group.add_parser(
+        "train", parents=[_output_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train one model with several mixed-precision recipes, side by side",
+        description="Train the same model (same initial weights, same batches) with each recipe of the NumPy\n"
+                    "reference trainer and compare: the final training loss, the test accuracy, how many\n"
+                    "steps the loss scaler skipped, the fraction of gradient values flushed to zero when\n"
+                    "rounded to a narrower format, how many overflowed, the divergence from the fp32 run\n"
+                    "(max over steps of |loss - loss_fp32| / loss_fp32; fp32 is run as the reference when\n"
+                    "it is not listed) and the time. Progress goes to stderr.",
+        epilog="recipes: " + ", ".join(recipes) + "\n\n"
+               "examples:\n"
+               "  precisionlab error train --recipes fp32,pure_fp16,torch_amp_fp16 --steps 50\n"
+               "  precisionlab error train --recipes fp32,fp8_delayed,mxfp8 --model transformer --steps 20\n"
+               "  precisionlab error train --recipes torch_amp_bf16 --task digits --plot losses.png\n\n"
+               + _OUTPUT_EPILOG)
+    p.add_argument("--recipes", default="fp32,pure_fp16,torch_amp_fp16,torch_amp_bf16", metavar="LIST",
+                   help="comma-separated recipe names (default: fp32,pure_fp16,torch_amp_fp16,torch_amp_bf16)")
+    p.add_argument("--model", choices=list(MODEL_TASKS), default="mlp",
+                   help="mlp (one hidden layer) or transformer (one block); default mlp")
+    p.add_argument("--steps", type=int, default=50, metavar="N", help="training steps (default 50)")
+    p.add_argument("--task", choices=list(TASKS), default=None,
+                   help="data set (default: blobs for the MLP, sequence for the transformer)")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="samples of a synthetic task, train and test together (default: the task's)")
+    p.add_argument("--hidden", type=int, default=32, metavar="H",
+                   help="MLP hidden units / transformer d_model (default 32)")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd", help="optimizer (default sgd)")
+    p.add_argument("--lr", type=float, default=0.1, metavar="LR", help="learning rate (default 0.1)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="minibatch size (default: full batch)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the data, the initial weights and the batch order (default 0)")
+    p.add_argument("--plot", default=None, metavar="FILE", help="draw the loss curves into FILE (needs matplotlib)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_run_error_train)
+
+
+# ---------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------
 
@@ -646,7 +782,7 @@ def _output_parent() -> argparse.ArgumentParser:
 
 
 #: One function per subcommand; each adds its parser to the subparsers and sets ``func``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_round]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_round, _add_error]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -137,15 +137,18 @@ class Linear(Layer):
         self._cache = (x2, w, x.shape)
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
-    def backward(self, dy: np.ndarray, ops: Ops) -> np.ndarray:
+    def backward(self, dy: np.ndarray, ops: Ops, *, input_grad: bool = True) -> np.ndarray | None:
+        """``input_grad=False`` skips the dgrad GEMM and returns None (torch does not compute the
+        gradient of an input that does not require one, e.g. the model's input batch)."""
         x2, w, shape = self._saved()
         dy = self._check_dy(dy, shape[:-1] + (self.out_features,))
         dy2 = dy.reshape(-1, self.out_features)
-        dx = ops.matmul(dy2, w, "dgrad", self.name)
+        dx = ops.matmul(dy2, w, "dgrad", self.name) if input_grad else None
         self.weight.accumulate(ops.matmul(dy2.T, x2, "wgrad", self.name), ops)
         if self.bias is not None:
-            self.bias.accumulate(dy2.astype(ops.compute_dtype).sum(axis=0), ops)
-        return dx.reshape(shape)
+            db = ops.cast(dy2.astype(ops.compute_dtype).sum(axis=0), "linear.bias_grad", self.name)
+            self.bias.accumulate(db, ops)
+        return dx.reshape(shape) if dx is not None else None
 
 
 class ReLU(Layer):
@@ -302,7 +305,9 @@ class SelfAttention(Layer):
         q, k, v, p = self._saved()
         dctx = self.out.backward(dy, ops)
         dp = ops.matmul(dctx, np.swapaxes(v, -1, -2), "dgrad", f"{self.name}.context")
-        dv = ops.matmul(np.swapaxes(p, -1, -2), dctx, "wgrad", f"{self.name}.context")
+        # dv = p^T @ dctx, computed as (dctx^T @ p)^T so that every wgrad has OPERANDS' order
+        # (grad_output^T, input); the products commute and K is summed in the same order.
+        dv = np.swapaxes(ops.matmul(np.swapaxes(dctx, -1, -2), p, "wgrad", f"{self.name}.context"), -1, -2)
         ds = softmax_backward(p, np.asarray(dp, dtype=ops.compute_dtype)) * self.scale
         ds = ops.cast(ds.astype(ops.compute_dtype), "softmax.grad", self.name)
         dq = ops.matmul(ds, k, "dgrad", f"{self.name}.scores")

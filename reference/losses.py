@@ -4,6 +4,15 @@
 ``ops.compute_dtype``); ``backward(ops, grad=1.0)`` returns the gradient of
 ``grad * loss`` w.r.t. the output, cast as ``"loss.grad"``.  ``grad`` is where a loss
 scale enters, as in ``(loss * scale).backward()``.
+
+``exp`` and ``log`` of float32 values are evaluated in float64 and rounded once to
+float32 (:func:`exp`, :func:`log`): nearly always the correctly rounded result, and the
+same on every machine, whereas NumPy's float32 ``exp`` depends on the CPU's SIMD
+level (on an AVX-512 machine about a third of its results are one ulp off).  torch's
+vectorised kernels have their own approximations (Sleef ``u10`` and the ``exp_u20``
+polynomial), so the last bit of the loss and of its gradient can still differ from
+torch's (measured against the recorded run in golden/train: see
+tests/golden/test_golden_train.py).
 """
 
 from __future__ import annotations
@@ -15,7 +24,19 @@ import numpy as np
 
 from .ops import Ops
 
-__all__ = ["SoftmaxCrossEntropy", "MSELoss", "LOSSES", "get_loss"]
+__all__ = ["SoftmaxCrossEntropy", "MSELoss", "LOSSES", "get_loss", "exp", "log"]
+
+
+def exp(x: np.ndarray) -> np.ndarray:
+    """``e^x`` in ``x``'s float dtype; float32 through float64 (one rounding, machine independent)."""
+    x = np.asarray(x)
+    return np.exp(x.astype(np.float64)).astype(x.dtype) if x.dtype == np.float32 else np.exp(x)
+
+
+def log(x: np.ndarray) -> np.ndarray:
+    """``ln x`` in ``x``'s float dtype; float32 through float64, like :func:`exp`."""
+    x = np.asarray(x)
+    return np.log(x.astype(np.float64)).astype(x.dtype) if x.dtype == np.float32 else np.log(x)
 
 
 def _grad(grad: Any) -> float:
@@ -28,7 +49,8 @@ def _grad(grad: Any) -> float:
 
 class SoftmaxCrossEntropy:
     """Mean over the batch of ``-log softmax(logits)[label]`` (torch's ``cross_entropy``,
-    computed as log-softmax then negative log-likelihood).  ``logits`` are ``(N, C)``,
+    computed as log-softmax then negative log-likelihood, with torch's formulas:
+    ``logp = (z - max) - log(sum exp(z - max))``, ``dz = dlogp - exp(logp) * sum(dlogp)``).  ``logits`` are ``(N, C)``,
     ``labels`` integers in ``0..C-1`` of shape ``(N,)``."""
 
     name = "cross_entropy"
@@ -51,7 +73,8 @@ class SoftmaxCrossEntropy:
             raise ValueError(f"cross_entropy: label {bad} outside 0..{z.shape[1] - 1}")
         z = z.astype(ops.compute_dtype)
         shifted = z - z.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        total = np.cumsum(exp(shifted), axis=1)[:, -1:]  # the classes summed in order
+        logp = shifted - log(total)
         self._cache = (logp, y)
         return float(-logp[np.arange(y.size), y].mean())
 
@@ -63,7 +86,7 @@ class SoftmaxCrossEntropy:
         n = y.size
         dlogp = np.zeros_like(logp)
         dlogp[np.arange(n), y] = -(logp.dtype.type(g) / logp.dtype.type(n))
-        dz = dlogp - np.exp(logp) * dlogp.sum(axis=1, keepdims=True)
+        dz = dlogp - exp(logp) * dlogp.sum(axis=1, keepdims=True)
         return ops.cast(dz.astype(ops.compute_dtype), "loss.grad", self.name)
 
 

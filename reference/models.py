@@ -56,6 +56,16 @@ class Model(Sequential):
         for p in self.parameters():
             p.grad = None
 
+    def backward(self, dy: np.ndarray, ops: Ops, *, input_grad: bool = True) -> np.ndarray | None:
+        """Backward through every layer; ``input_grad=False`` skips the gradient w.r.t. the model's
+        input when the first layer is a Linear (its dgrad GEMM is not run, as in torch) and returns None."""
+        first = self.layers[0]
+        if input_grad or not isinstance(first, Linear):
+            return super().backward(dy, ops)
+        for layer in reversed(self.layers[1:]):
+            dy = layer.backward(dy, ops)
+        return first.backward(dy, ops, input_grad=False)
+
     def forward(self, x: np.ndarray, ops: Ops) -> np.ndarray:
         x = np.asarray(x)
         if x.dtype.kind != "f":

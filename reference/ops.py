@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["ROLES", "OPERANDS", "CAST_POINTS", "Ops", "Float64Ops", "check_role", "check_cast_point",
+__all__ = ["ROLES", "OPERANDS", "CAST_POINTS", "Ops", "Float64Ops", "Float32Ops", "check_role", "check_cast_point",
            "check_matmul_shapes"]
 
 #: The three GEMMs of a layer (see the module docstring).
@@ -71,6 +71,7 @@ CAST_POINTS: dict[str, str] = {
     "residual.out": "residual sum x + f(x)", "residual.grad": "gradient flowing into a residual block",
     "pool.out": "mean over the sequence", "pool.grad": "gradient of the pooled input",
     "loss.grad": "gradient of the loss w.r.t. the model output (times the loss scale)",
+    "linear.bias_grad": "a Linear's bias gradient, the batch sum of its output gradient",
 }
 
 
@@ -125,17 +126,26 @@ class Float64Ops:
 
     def matmul(self, a: np.ndarray, b: np.ndarray, role: str, site: str, *, c: np.ndarray | None = None) -> np.ndarray:
         check_role(role)
-        a64 = np.asarray(a, dtype=np.float64)
-        b64 = np.asarray(b, dtype=np.float64)
-        check_matmul_shapes(a64, b64, site)
-        out = np.matmul(a64, b64)
+        dt = self.compute_dtype
+        a_ = np.asarray(a, dtype=dt)
+        b_ = np.asarray(b, dtype=dt)
+        check_matmul_shapes(a_, b_, site)
+        out = np.matmul(a_, b_)
         if c is not None:
-            out = out + np.asarray(c, dtype=np.float64)
+            out = out + np.asarray(c, dtype=dt)
         return out
 
     def cast(self, x: np.ndarray, what: str, site: str) -> np.ndarray:
         check_cast_point(what)
-        return np.asarray(x, dtype=np.float64)
+        return np.asarray(x, dtype=self.compute_dtype)
 
     def __repr__(self) -> str:
-        return "Float64Ops()"
+        return f"{type(self).__name__}()"
+
+
+class Float32Ops(Float64Ops):
+    """Plain float32 NumPy: BLAS ``np.matmul`` in float32 (whatever order the BLAS uses) and
+    identity casts; the speed baseline of a low-precision policy, not an emulation."""
+
+    compute_dtype = np.dtype(np.float32)
+    master_dtype = np.dtype(np.float32)

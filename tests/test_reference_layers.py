@@ -198,6 +198,34 @@ def test_attention_products_have_their_own_sites():
     assert all(what in CAST_POINTS for what, _ in ops.casts)
 
 
+def test_every_site_passes_its_operands_in_operands_order():
+    """For each site, OPERANDS names the same tensors in every role: wgrad's B is forward's A (the
+    input), dgrad's B is forward's B transposed (the weight), wgrad's A is dgrad's A transposed (the
+    output gradient) -- so an FP8 policy can give each tensor its own scale and format."""
+    ops = RecordingOps()
+    attn = SelfAttention(4, name="attn")
+    attn.forward(np.random.default_rng(13).standard_normal((2, 3, 4)), ops)
+    attn.backward(np.random.default_rng(14).standard_normal((2, 3, 4)), ops)
+    calls: dict[str, dict[str, tuple]] = {}
+    for (role, site, *_), operands in zip(ops.matmuls, ops.operands, strict=True):
+        calls.setdefault(site, {})[role] = operands
+    assert set(calls) == {"attn.q", "attn.k", "attn.v", "attn.out", "attn.scores", "attn.context"}
+    for site, roles in calls.items():
+        (fa, fb), (da, db), (wa, wb) = roles["forward"], roles["dgrad"], roles["wgrad"]
+        assert np.array_equal(wb, fa), site
+        assert np.array_equal(db, np.swapaxes(fb, -1, -2)), site
+        assert np.array_equal(wa, np.swapaxes(da, -1, -2)), site
+
+
+def test_linear_can_skip_its_input_gradient():
+    ops = RecordingOps()
+    lin = Linear(3, 2, name="fc1")
+    lin.forward(np.ones((4, 3)), ops)
+    assert lin.backward(np.ones((4, 2)), ops, input_grad=False) is None
+    assert [r for r, *_ in ops.matmuls] == ["forward", "wgrad"]
+    assert lin.weight.grad.shape == (2, 3) and ("linear.bias_grad", "fc1") in ops.casts
+
+
 class BF16Ops(Float64Ops):
     """A toy policy: every GEMM output and every cast rounded to bf16 with pl.round."""
 

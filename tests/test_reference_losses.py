@@ -69,3 +69,28 @@ def test_non_finite_loss_scale_is_rejected():
     ce.forward(np.ones((1, 2)), np.array([0]), OPS)
     with pytest.raises(ValueError, match="grad=inf"):
         ce.backward(OPS, grad=math.inf)
+
+
+def test_float32_exp_and_log_are_rounded_once_from_float64():
+    """The loss's exp/log do not depend on NumPy's SIMD float32 kernels: each is the float64
+    result rounded once to float32, which is the correctly rounded value for these inputs
+    (checked against a 50-digit evaluation)."""
+    from decimal import Decimal, getcontext
+
+    from precisionlab.reference.losses import exp, log
+
+    getcontext().prec = 50
+
+    def nearest(value: float, exact: Decimal) -> bool:
+        v = np.float32(value)
+        lo, hi = np.nextafter(v, np.float32(-np.inf)), np.nextafter(v, np.float32(np.inf))
+        err = abs(Decimal(float(v)) - exact)
+        return err <= abs(Decimal(float(lo)) - exact) and err <= abs(Decimal(float(hi)) - exact)
+
+    x = np.random.default_rng(9).uniform(-20, 20, 300).astype(np.float32)
+    got = exp(x)
+    assert got.dtype == np.float32
+    assert all(nearest(g, Decimal(xi).exp()) for xi, g in zip(x.tolist(), got.tolist(), strict=True))
+    y = np.abs(x) + np.float32(0.5)
+    assert all(nearest(g, Decimal(yi).ln()) for yi, g in zip(y.tolist(), log(y).tolist(), strict=True))
+    assert exp(np.array([1.0])).dtype == np.float64

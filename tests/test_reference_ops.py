@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from precisionlab.reference import CAST_POINTS, ROLES, Float64Ops
+from precisionlab.reference import CAST_POINTS, ROLES, Float32Ops, Float64Ops
 
 OPS = Float64Ops()
 
@@ -24,6 +24,15 @@ def test_float64_ops_is_float64_matmul_and_identity_cast():
     assert batched.shape == (5, 2, 4)
     x = np.array([0.1, -2.0], dtype=np.float32)
     assert np.array_equal(OPS.cast(x, "relu.out", "act"), x.astype(np.float64))
+
+
+def test_float32_ops_is_plain_float32_numpy():
+    ops = Float32Ops()
+    a = np.arange(6, dtype=np.float64).reshape(2, 3) / 7
+    b = np.arange(12, dtype=np.float64).reshape(3, 4) / 3
+    out = ops.matmul(a, b, "forward", "fc", c=np.ones(4))
+    assert out.dtype == np.float32 and np.array_equal(out, a.astype(np.float32) @ b.astype(np.float32) + 1)
+    assert ops.cast(a, "weight", "fc.weight").dtype == np.float32 and ops.master_dtype == np.float32
 
 
 @pytest.mark.parametrize("call, words", [

@@ -1,16 +1,71 @@
 """Optimizers: the published algorithms (float64), PyTorch's operation order (float32,
-bit for bit, against a per-element transcription of torch's single-tensor code),
-master/state casts, and hyperparameter errors."""
+bit for bit, against a per-element transcription of torch's single-tensor code with an
+exact fused multiply-add oracle), the FMA itself, master/state casts, and hyperparameter
+errors."""
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
-from precisionlab.reference import SGD, Adam, AdamW, Float64Ops, Parameter, get_optimizer
+from oracle import neighbours
+from precisionlab.reference import SGD, Adam, AdamW, Float64Ops, Parameter, fused_multiply_add, get_optimizer
 
 import precisionlab as pl
+
+
+def round_exact(value: Fraction, fmt: str) -> float:
+    """An exact rational rounded to nearest-even in fp32/fp64 (Inf beyond the largest finite)."""
+    f = pl.get_format(fmt)
+    if value == 0:
+        return 0.0
+    a = abs(value)
+    lo, hi, n, _ = neighbours(a, f)
+    r = lo if a - lo < hi - a else hi if a - lo > hi - a else (lo if n % 2 == 0 else hi)
+    out = math.inf if r > Fraction(f.max) else float(r)
+    return -out if value < 0 else out
+
+
+def fma_oracle(a, b, c, fmt="fp32") -> float:
+    """fl(a*b + c), one rounding, from the exact rational value."""
+    return round_exact(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)), fmt)
+
+
+def adversarial_triples(dtype, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    info = np.finfo(dtype)
+    a = rng.standard_normal(n) * np.exp2(rng.integers(-20, 20, n))
+    b = rng.standard_normal(n) * np.exp2(rng.integers(-20, 20, n))
+    c = rng.standard_normal(n) * np.exp2(rng.integers(-40, 40, n))
+    a, b, c = a.astype(dtype), b.astype(dtype), c.astype(dtype)
+    c[::5] = (-(a[::5].astype(np.float64) * b[::5]) * (1 + 2.0 ** -30)).astype(dtype)    # cancellation
+    eps = info.eps
+    extra = [(1.0, eps / 2, 1.0), (1.0 + eps, eps / 2, 1.0), (1 + 2 * eps, 0.5 * (1 + eps), 1.0),  # ties, near-ties
+             (float(info.tiny), 0.5, float(info.tiny) * 2 ** -3),                                # subnormal results
+             (float(info.max), 2.0, -float(info.max)), (float(info.max), 1.5, 0.0),              # overflow
+             (3.0, 1 / 3, -1.0), (0.0, 5.0, -0.0)]
+    ea, eb, ec = (np.array(v, dtype=dtype) for v in zip(*extra, strict=True))
+    return np.concatenate([a, ea]), np.concatenate([b, eb]), np.concatenate([c, ec])
+
+
+@pytest.mark.parametrize("dtype, fmt", [(np.float32, "fp32"), (np.float64, "fp64")])
+def test_fused_multiply_add_is_one_rounding(dtype, fmt):
+    a, b, c = adversarial_triples(dtype)
+    if dtype == np.float64:  # the documented domain of the float64 emulation: no overflow, products >= 2^-969
+        with np.errstate(over="ignore"):
+            p = np.abs(a * b)
+        keep = (p == 0) | ((p < np.finfo(np.float64).max / 4) & (p >= 2.0 ** -969))
+        a, b, c = a[keep], b[keep], c[keep]
+    with np.errstate(over="ignore"):
+        got = fused_multiply_add(a, b, c, dtype)
+        two = (a * b + c).astype(dtype)
+    assert got.dtype == dtype
+    want = np.array([fma_oracle(x, y, z, fmt) for x, y, z in zip(a, b, c, strict=True)])
+    ok = np.isfinite(want) | np.isfinite(got)
+    assert np.array_equal(got[ok], want[ok].astype(dtype)) and np.array_equal(np.isinf(got), np.isinf(want))
+    assert np.sum(two != got) > 10  # the data separates one rounding from two
 
 OPS = Float64Ops()
 
@@ -93,24 +148,31 @@ def test_adam_follows_the_algorithm(cls, kwargs, decoupled):
 f32 = np.float32
 
 
+def fma32(a, b, c):
+    return f32(fma_oracle(f32(a), f32(b), f32(c)))
+
+
 def torch_sgd_f32(w, grads, lr, momentum, weight_decay):
-    """Per element, torch's _single_tensor_sgd in float32: d_p = g.add(p, alpha=wd);
-    buf = clone(d_p) then buf.mul_(m).add_(d_p, alpha=1-dampening); p.add_(d_p, alpha=-lr)."""
+    """Per element, torch's _single_tensor_sgd in float32, where ``x.add(y, alpha=a)`` is the CPU
+    kernel's fused ``fmadd(y, a, x)`` (measured on torch 2.13: see reference/optim.py):
+    d_p = g.add(p, alpha=wd); buf = clone(d_p) then buf.mul_(m).add_(d_p, alpha=1-dampening);
+    p.add_(d_p, alpha=-lr)."""
     out = []
     for i in range(w.size):
         p, buf = f32(w[i]), None
         for g in grads:
-            d = f32(g[i]) + f32(weight_decay) * p
+            d = fma32(weight_decay, p, g[i])
             if momentum:
-                buf = d if buf is None else buf * f32(momentum) + f32(1.0) * d
+                buf = d if buf is None else fma32(1.0, d, buf * f32(momentum))
                 d = buf
-            p = p + f32(-lr) * d
+            p = fma32(-lr, d, p)
         out.append(p)
     return np.array(out, dtype=f32)
 
 
 def torch_adam_f32(w, grads, lr, b1, b2, eps, weight_decay, decoupled):
-    """Per element, torch's _single_tensor_adam/adamw in float32."""
+    """Per element, torch's _single_tensor_adam/adamw in float32 (lerp and addcmul fused, as the
+    CPU kernels are; addcdiv and the rest one rounding per operation)."""
     out = []
     for i in range(w.size):
         p, m, v = f32(w[i]), f32(0), f32(0)
@@ -119,9 +181,10 @@ def torch_adam_f32(w, grads, lr, b1, b2, eps, weight_decay, decoupled):
             if decoupled:
                 p = p * f32(1 - lr * weight_decay)          # param.mul_(1 - lr * wd)
             elif weight_decay:
-                g = g + f32(weight_decay) * p                # grad.add(param, alpha=wd)
-            m = m + f32(1 - b1) * (g - m)                     # exp_avg.lerp_(grad, 1 - b1)
-            v = v * f32(b2) + f32(1 - b2) * g * g             # mul_(b2).addcmul_(g, g, value=1-b2)
+                g = fma32(weight_decay, p, g)                # grad.add(param, alpha=wd)
+            wt = f32(1 - b1)                                 # exp_avg.lerp_(grad, 1 - b1)
+            m = fma32(wt, g - m, m) if wt < 0.5 else fma32(-(g - m), f32(1) - wt, g)
+            v = fma32(f32(1 - b2) * g, g, v * f32(b2))        # mul_(b2).addcmul_(g, g, value=1-b2)
             step_size = lr / (1 - b1**t)
             denom = np.sqrt(v) / f32(math.sqrt(1 - b2**t)) + f32(eps)
             p = p + f32(-step_size) * m / denom               # addcdiv_(m, denom, value=-step_size)
@@ -131,13 +194,19 @@ def torch_adam_f32(w, grads, lr, b1, b2, eps, weight_decay, decoupled):
 
 def test_float32_updates_follow_torchs_operation_order():
     w0, grads = trajectory(3, n=16, steps=6, dtype=np.float32)
+    grads = [g * np.float32(30) for g in grads]  # large steps, where one rounding and two differ
     ops = Float32Ops()
     got, _ = run(SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01), w0, grads, ops)
     assert got.dtype == np.float32
     assert np.array_equal(got, torch_sgd_f32(w0, grads, 0.1, 0.9, 0.01))
-    for cls, decoupled, wd in ((Adam, False, 0.01), (AdamW, True, 0.1)):
-        got, _ = run(cls, dict(lr=1e-2, weight_decay=wd), w0, grads, ops)
-        assert np.array_equal(got, torch_adam_f32(w0, grads, 1e-2, 0.9, 0.999, 1e-8, wd, decoupled)), cls
+    for cls, decoupled, wd, b1 in ((Adam, False, 0.01, 0.9), (AdamW, True, 0.1, 0.9), (Adam, False, 0.0, 0.3)):
+        got, _ = run(cls, dict(lr=1e-2, weight_decay=wd, betas=(b1, 0.999)), w0, grads, ops)
+        assert np.array_equal(got, torch_adam_f32(w0, grads, 1e-2, b1, 0.999, 1e-8, wd, decoupled)), cls
+    two_roundings = w0.copy()
+    for g in grads:
+        two_roundings = two_roundings + f32(-0.1) * g
+    got, _ = run(SGD, dict(lr=0.1), w0, grads, ops)
+    assert not np.array_equal(got, two_roundings)
 
 
 # ---- master and state formats ----------------------------------------------------------------
