@@ -1197,8 +1197,8 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
     _matmul_kernel(a, bt, _tiles(c, width), a32, b32, a_scale if a_scale is not None else np.zeros((1, 1, 1)),
                    _tiles(b_scale, width) if b_scale is not None else np.zeros((1, 1, 1, 1)), out, cfg, order,
                    order_width, spec.k_fused, chunk, spec.promotes, spec.scale_at == "promotion",
-                   a_scale is not None, b_scale is not None, _mode_params(acc), _mode_params(spec.accumulator_rne_spec()),
-                   _mode_params(prod), _mode_params(fp32_spec), da, db)
+                   a_scale is not None, b_scale is not None, _mode_params(acc),
+                   _mode_params(spec.accumulator_rne_spec()), _mode_params(prod), _mode_params(fp32_spec), da, db)
     out = np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N]
     out = np.where(np.isnan(out), np.nan, out)                     # one NaN, as the reference
     via = spec.via_spec(seed)
