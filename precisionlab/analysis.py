@@ -162,8 +162,8 @@ def ulp_distance(actual: Any, expected: Any, fmt: str | Format) -> np.ndarray:
     """Signed number of representable values of ``fmt`` from ``expected`` to ``actual``.
 
     ``ordinal(actual) - ordinal(expected)`` as float64 (exact up to 2^53, which covers
-    every format but fp64, and correctly rounded beyond): 0 for -0 vs +0 and for NaN vs NaN, ``+inf`` for NaN vs a number,
-    1 from ``max`` to ``Inf``.  Both arrays must hold values of ``fmt`` (ValueError
+    every format but fp64, and correctly rounded beyond): 0 for -0 vs +0 and for NaN vs
+    NaN, ``+inf`` for NaN vs a number, 1 from ``max`` to ``Inf``.  Both arrays must hold values of ``fmt`` (ValueError
     otherwise, naming the argument and the first offending index); they broadcast.
     """
     fmt = get_format(fmt)
