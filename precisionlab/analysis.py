@@ -569,3 +569,42 @@ def cast_error(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", over
         overflow_threshold=overflow_threshold(spec.format, spec.rounding),
         underflow_threshold=underflow_threshold(spec.format, spec.rounding, spec.subnormals),
     )
+
+
+# ---------------------------------------------------------------------------
+# input distributions (shared by `precisionlab error cast` and check_kernel)
+# ---------------------------------------------------------------------------
+
+#: Input distributions by name: standard normal, uniform on [-1, 1), and log-uniform
+#: magnitudes (random sign) spanning the format's whole range -- from a quarter of its
+#: smallest subnormal to four times its max, clipped to the dtype's finite range -- so
+#: that underflow and overflow show.
+DISTRIBUTIONS = ("normal", "uniform", "loguniform")
+
+
+def sample(dist: str, n: int, fmt: str | Format, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
+    """``n`` inputs from the distribution ``dist`` (see :data:`DISTRIBUTIONS`) for casts to
+    ``fmt``, as ``dtype``; deterministic in ``(dist, n, fmt, seed)``.  For unsigned formats
+    the magnitudes are taken (negative inputs have no error to measure)."""
+    import zlib
+
+    fmt = get_format(fmt)
+    if dist not in DISTRIBUTIONS:
+        raise ValueError(f"dist={dist!r} is not a distribution; allowed: {', '.join(DISTRIBUTIONS)}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n={n!r} not allowed; must be an int >= 0")
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng([int(seed) & (2**63 - 1), zlib.crc32(dist.encode())])
+    if dist == "normal":
+        x = rng.standard_normal(n)
+    elif dist == "uniform":
+        x = rng.uniform(-1.0, 1.0, n)
+    else:
+        info = np.finfo(dtype)
+        lo = max(math.log2(fmt.smallest_subnormal) - 2, math.log2(float(info.smallest_subnormal)))
+        hi = min(math.log2(fmt.max) + 2, math.log2(float(info.max)))
+        x = np.exp2(rng.uniform(lo, hi, n)) * rng.choice([-1.0, 1.0], n)
+        x = np.clip(x, -float(info.max), float(info.max))
+    if not fmt.signed:
+        x = np.abs(x)
+    return x.astype(dtype)
