@@ -68,7 +68,8 @@ from .rounding import round as round_to_format
 
 __all__ = ["as_float64", "representable", "ordinal", "ulp_distance", "ulp", "error_ulps", "relative_error",
            "bits_of_agreement", "bits_lost", "ErrorSummary", "summarize", "Threshold", "overflow_threshold",
-           "underflow_threshold", "overflowed", "underflowed", "CastError", "cast_error"]
+           "underflow_threshold", "overflowed", "underflowed", "CastError", "cast_error", "input_dtype",
+           "DISTRIBUTIONS", "sample"]
 
 _ML_FLOATS = {np.dtype(getattr(ml_dtypes, n)) for n in dir(ml_dtypes)
               if n.startswith(("float", "bfloat")) and isinstance(getattr(ml_dtypes, n), type)}
@@ -436,6 +437,13 @@ def _round_up_boundary(lower: Fraction, upper: Fraction, upper_n_even: bool, mod
     return lower, False                                  # RUP, SR, SR_EQUAL
 
 
+def _threshold_float(v: Fraction) -> float:
+    try:
+        return float(v)
+    except OverflowError:                                # fp64: no finite float64 reaches it
+        return math.inf
+
+
 def overflow_threshold(fmt: str | Format, rounding: str | Rounding = "rne") -> Threshold:
     """Where positive inputs overflow: their rounding with an unbounded exponent range exceeds
     ``max`` (IEEE 754's definition; what the result then is depends on the overflow policy).
@@ -452,7 +460,7 @@ def overflow_threshold(fmt: str | Format, rounding: str | Rounding = "rne") -> T
     mx = Fraction(fmt.max)
     n_upper = (mx + u) / u
     value, inclusive = _round_up_boundary(mx, mx + u, n_upper.numerator % 2 == 0, mode)
-    return Threshold(float(value), inclusive)
+    return Threshold(_threshold_float(value), inclusive)
 
 
 def underflow_threshold(fmt: str | Format, rounding: str | Rounding = "rne", subnormals: bool = True,
@@ -461,7 +469,8 @@ def underflow_threshold(fmt: str | Format, rounding: str | Rounding = "rne", sub
     smallest non-zero result (the smallest subnormal, or the smallest normal when results
     are flushed), or below the smallest normal with ``flush_inputs`` (DAZ).  ``None`` when
     no positive input gives zero (formats without zero; ``rup``, ``rto`` and the stochastic
-    modes, which can always round up, with subnormals).  E.g. fp16 with RNE: ``|x| <= 2^-25``.
+    modes, which can always round up, with subnormals; fp64 with nearest modes, whose
+    boundary 2^-1075 is below every positive float64).  E.g. fp16 with RNE: ``|x| <= 2^-25``.
     """
     fmt = get_format(fmt)
     mode = Rounding.parse(rounding)
@@ -473,7 +482,7 @@ def underflow_threshold(fmt: str | Format, rounding: str | Rounding = "rne", sub
     smallest = u if (subnormals and fmt.has_subnormals) else Fraction(2) ** fmt.emin
     n_smallest = smallest / u
     value, inclusive = _round_up_boundary(smallest - u, smallest, n_smallest.numerator % 2 == 0, mode)
-    if value == 0:
+    if float(value) == 0:                                # also fp64's 2^-1075: no float64 is that small
         return None
     return Threshold(float(value), not inclusive)
 
@@ -545,6 +554,19 @@ class CastError:
     @property
     def underflow_fraction(self) -> float:
         return self.underflowed / self.n if self.n else 0.0
+
+
+def input_dtype(fmt: str | Format) -> np.dtype:
+    """The float dtype that feeds a cast to ``fmt``: float32, or float64 where float32 cannot
+    hold the format's results or is (at least) the format itself (fp32, fp64)."""
+    from .rounding import check_input_dtype
+
+    fmt = get_format(fmt)
+    try:
+        check_input_dtype(fmt, np.dtype(np.float32))
+    except ValueError:
+        return np.dtype(np.float64)
+    return np.dtype(np.float64) if fmt.mantissa_bits >= 23 else np.dtype(np.float32)
 
 
 def cast_error(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow: str = "default",

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis import DISTRIBUTIONS, as_float64, sample
+from ..analysis import DISTRIBUTIONS, as_float64, input_dtype, sample
 from ..formats import Format, formats, get_format
 from ..rounding import Overflow, Rounding, RoundSpec, check_input_dtype, make_round_spec
 from ..rounding import round as pl_round
@@ -230,14 +230,6 @@ def _beside(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _cast_dtype(fmt: Format) -> np.dtype:
-    try:
-        check_input_dtype(fmt, np.dtype(np.float32))
-    except ValueError:
-        return np.dtype(np.float64)
-    return np.dtype(np.float64) if fmt.mantissa_bits >= 23 else np.dtype(np.float32)
-
-
 def cast_cases(spec: RoundSpec, dtype: Any = None, shapes: Sequence[tuple[int, ...]] = ((1000,), (7, 33)),
                dists: Sequence[str] = DISTRIBUTIONS, seed: int = 0) -> list[Case]:
     """The input cases of a cast check (see the module docstring), as ``dtype`` arrays
@@ -245,7 +237,7 @@ def cast_cases(spec: RoundSpec, dtype: Any = None, shapes: Sequence[tuple[int, .
     from ..rounding import decode
 
     fmt = spec.format
-    dtype = _cast_dtype(fmt) if dtype is None else np.dtype(dtype)
+    dtype = input_dtype(fmt) if dtype is None else np.dtype(dtype)
     rng = np.random.default_rng(seed)
     m = fmt.mantissa_bits
     codes = _finite_positive_codes(fmt, rng)
