@@ -925,7 +925,10 @@ def _run_conformance(args: argparse.Namespace, out: io.TextIOBase) -> int:
         if args.spec is None:
             raise ValueError("--op matmul needs --spec PRESET")
         spec = args.spec
-    shapes = ((args.cases,),) if args.op == "cast" else None
+    if args.cases is None:
+        shapes = ((1000,),) if args.op == "cast" else None
+    else:
+        shapes = ((args.cases,),) if args.op == "cast" else ((4, args.cases, 3),)
     report = check_kernel(fn, spec, op=args.op, shapes=shapes, dists=args.dist, seed=args.seed)
     report = dataclasses_replace_kernel(report, args.kernel)
     if args.junit:
@@ -993,8 +996,9 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-subnormals", action="store_true", help="cast: the spec flushes subnormal results (FTZ)")
     p.add_argument("--sr-bits", type=int, default=None, metavar="N",
                    help="cast: random bits for rounding=sr, 1..64 (default: 64)")
-    p.add_argument("--cases", type=_positive_int, default=1000, metavar="N",
-                   help="random inputs per distribution (default: 1000), besides the built edge cases")
+    p.add_argument("--cases", type=_positive_int, default=None, metavar="N",
+                   help="size of the random cases: cast: inputs per distribution (default: 1000), besides the "
+                        "built edge cases; matmul: K of 4xKx3 products (default: 4x64x4 and 3x100x5)")
     p.add_argument("--dist", type=_list_arg(_distribution, "distributions"), default=["normal", "uniform",
                    "loguniform"], metavar="D[,D...]",
                    help="distributions of the random inputs: normal, uniform, loguniform (default: all three)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -256,3 +257,16 @@ def test_exit_code_of_the_real_process():
                           encoding="utf-8", env=env, cwd=ROOT, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert strict_json(proc.stdout)["mismatches"] > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("precisionlab.matmul") is None,
+                    reason="pl.matmul is not on this branch yet")
+def test_conformance_matmul(capsys):
+    kernels = str(ROOT / "examples" / "matmul_kernels.py")
+    rc, out, err = run(capsys, "conformance", f"{kernels}:gemm_bf16", "--op", "matmul", "--spec", "torch_cpu_tn",
+                       "--cases", "40")
+    assert rc == 0, err
+    rc, out, err = run(capsys, "conformance", f"{kernels}:gemm_bf16_acc16", "--op", "matmul", "--spec",
+                       "torch_cpu_tn", "--cases", "40", "--format", "json")
+    doc = strict_json(out)
+    assert rc == 1 and doc["passed"] is False and doc["cases"][0]["name"] == "normal[4x40x3]"

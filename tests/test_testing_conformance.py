@@ -220,3 +220,20 @@ def test_report_values_are_exact():
                 assert Fraction(m.actual) != Fraction(m.expected)
                 code = int(np.array([m.actual], np.float32).view(np.uint32)[0]) >> 16
                 assert m.actual_code == f"0x{code:04x}"
+
+
+# ------------------------------------------- op="matmul" (runs once pl.matmul exists) ----
+
+needs_matmul = pytest.mark.skipif(importlib.util.find_spec("precisionlab.matmul") is None,
+                                  reason="pl.matmul is not on this branch yet")
+
+
+@needs_matmul
+def test_matmul_examples_against_torch_cpu_tn():
+    import matmul_kernels as MK
+
+    good = check_kernel(MK.gemm_bf16, "torch_cpu_tn", shapes=((3, 48, 2),), backend="numpy")
+    assert good.passed and {c.name.split("[")[0] for c in good.cases} >= {"cancelling_pairs", "wide_exponents"}
+    bad = check_kernel(MK.gemm_bf16_acc16, "torch_cpu_tn", shapes=((3, 48, 2),), backend="numpy")
+    assert not bad.passed and "bf16" in bad.diagnosis[0]
+    assert strict_json(bad.to_json())["op"] == "matmul"

@@ -132,7 +132,8 @@ class ConformanceReport:
 
     def __str__(self) -> str:
         status = "PASSED" if self.passed else "FAILED"
-        spec = ", ".join(f"{k}={v}" for k, v in self.spec.items() if v is not None)
+        shown = {"preset": self.spec["preset"]} if self.spec.get("preset") else self.spec
+        spec = ", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)
         lines = [f"precisionlab conformance {status}: {self.kernel} ({self.op}; {spec})",
                  f"{self.mismatches} of {self.elements} elements differ in {self.format}"]
         width = max(len(c.name) for c in self.cases) if self.cases else 4
@@ -376,8 +377,8 @@ class _CastOp:
             return False
         return fmt.signed or fmt.nan != "none" or not (np.signbit(x) & (x != 0)).any()
 
-    def alt_expected(self, alt: RoundSpec, case: Case) -> np.ndarray:
-        return _round(case.inputs[0], alt, "numpy")
+    def alt_expected(self, alt: RoundSpec, case: Case, backend: str) -> np.ndarray:
+        return _round(case.inputs[0], alt, "numpy")      # one kernel for every mode: no JIT per alternative
 
     @staticmethod
     def _change(spec: RoundSpec, alt: RoundSpec) -> tuple[str, int]:
@@ -526,8 +527,8 @@ class _MatmulOp:
     def runs_on(self, alt: Any, case: Case) -> bool:
         return True
 
-    def alt_expected(self, alt: Any, case: Case) -> np.ndarray:
-        return self.expected(alt, case, "numpy")
+    def alt_expected(self, alt: Any, case: Case, backend: str) -> np.ndarray:
+        return self.expected(alt, case, backend)
 
 
 #: The operations ``check_kernel`` knows, by ``op`` name.
@@ -566,14 +567,14 @@ def _call(fn: Callable, case: Case) -> tuple[np.ndarray | None, str | None]:
     return out64, None
 
 
-def _score(op: Any, alt: Any, pairs: Sequence[tuple[Case, np.ndarray]]) -> int | None:
+def _score(op: Any, alt: Any, pairs: Sequence[tuple[Case, np.ndarray]], backend: str) -> int | None:
     """Mismatches of the kernel's outputs against ``alt``'s (None: ``alt`` cannot run here)."""
     count = 0
     for case, out in pairs:
         if not op.runs_on(alt, case):
             return None
         try:
-            alt_out = np.asarray(op.alt_expected(alt, case), dtype=np.float64).reshape(out.shape)
+            alt_out = np.asarray(op.alt_expected(alt, case, backend), dtype=np.float64).reshape(out.shape)
         except (ValueError, TypeError):
             return None
         count += _count_mismatches(out, alt_out)
@@ -581,7 +582,7 @@ def _score(op: Any, alt: Any, pairs: Sequence[tuple[Case, np.ndarray]]) -> int |
 
 
 def _diagnose(op: Any, spec: Any, cases: Sequence[Case], outputs: Sequence[np.ndarray | None],
-              results: Sequence[CaseResult], fmt: Format, expected: Sequence[np.ndarray]) -> list[str]:
+              results: Sequence[CaseResult], fmt: Format, expected: Sequence[np.ndarray], backend: str) -> list[str]:
     """What the kernel does instead: the nearby specs (``op.alternatives``) that reproduce its
     outputs exactly (the simplest ones), else the closest one; plus where the mismatches are.
 
@@ -610,13 +611,13 @@ def _diagnose(op: Any, spec: Any, cases: Sequence[Case], outputs: Sequence[np.nd
             stage1.append(sub if sub is not None else (case, out))
     scored = []
     for alt, label, changes in op.alternatives(spec, cases):
-        count = _score(op, alt, stage1)
+        count = _score(op, alt, stage1, backend)
         if count is not None:
             scored.append((count, changes, label, alt))
     scored.sort(key=lambda t: t[:3])
     final = []
     for _, changes, label, alt in scored[:8]:
-        count = _score(op, alt, usable)
+        count = _score(op, alt, usable, backend)
         if count is not None:
             final.append((count, changes, label))
     final.sort()
@@ -640,8 +641,9 @@ def check_kernel(fn: Callable, spec: Any, *, op: str | None = None, shapes: Sequ
     preset name: ``"matmul"``).  ``shapes``: the shapes of the random cases (cast: array
     shapes; matmul: ``(M, K, N)``); ``dists``: their distributions
     (:data:`precisionlab.analysis.DISTRIBUTIONS`); ``seed``: of the random inputs;
-    ``dtype``: the cast input dtype; ``backend``: computes the expected outputs (the
-    diagnosis always uses the NumPy reference).  The kernel's exceptions and unusable
+    ``dtype``: the cast input dtype; ``backend``: computes the expected outputs (and the
+    matmul diagnosis; the cast diagnosis uses the NumPy reference, which needs no JIT per
+    rounding mode).  The kernel's exceptions and unusable
     outputs are reported per case, not raised.
     """
     if not callable(fn):
@@ -675,6 +677,6 @@ def check_kernel(fn: Callable, spec: Any, *, op: str | None = None, shapes: Sequ
         results.append(CaseResult(case.name, case.description, cmp.size, cmp.mismatches, cmp.first, cmp.histogram,
                                   None, cmp.message()))
     failed = any(not r.passed for r in results)
-    diagnosis = _diagnose(impl, spec, cases, outputs, results, fmt, expecteds) if failed else []
+    diagnosis = _diagnose(impl, spec, cases, outputs, results, fmt, expecteds, backend) if failed else []
     return ConformanceReport(op, _kernel_name(fn), impl.describe(spec), fmt.name, int(seed), backend,
                              tuple(results), tuple(diagnosis))
