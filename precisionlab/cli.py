@@ -620,18 +620,8 @@ def _add_round(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------
-# precisionlab error (a group of analyses; 'error train' compares training recipes)
+# precisionlab error train (training recipes side by side; registered in ERROR_SUBCOMMANDS)
 # ---------------------------------------------------------------------------
-
-
-def _add_error(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "error", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="error-analysis tables (train: mixed-precision training recipes side by side)",
-        description="Error analyses. Run 'precisionlab error ANALYSIS --help' for one of them.",
-        epilog="examples:\n  precisionlab error train --recipes fp32,pure_fp16,torch_amp_fp16 --steps 50")
-    group = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True, parser_class=_Parser)
-    _add_error_train(group)
 
 
 def _show_fraction(v: Any) -> str:
@@ -754,6 +744,399 @@ def _add_error_train(group: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------
+# precisionlab error ... (error-analysis sweeps; `error cast` here, `error matmul` and
+# `error train` join ERROR_SUBCOMMANDS with the same plumbing)
+# ---------------------------------------------------------------------------
+
+
+def _list_arg(parse: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    """An argparse type for comma-separated lists whose items ``parse`` validates; a bad
+    item becomes argparse's one-line error naming it."""
+    def convert(text: str) -> list[Any]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty list of {what}")
+        try:
+            return [parse(t) for t in items]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(" ".join(str(exc).split())) from None
+    return convert
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give a positive integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {n}: must be >= 1")
+    return n
+
+
+def _distribution(text: str) -> str:
+    from .analysis import DISTRIBUTIONS
+
+    key = text.lower()
+    if key not in DISTRIBUTIONS:
+        raise ValueError(f"dist={text!r} is not a distribution; allowed: {', '.join(DISTRIBUTIONS)}")
+    return key
+
+
+def _sweep_parent() -> argparse.ArgumentParser:
+    """Options every error-analysis sweep shares: input distributions, sample size, seed, plot."""
+    from .analysis import DISTRIBUTIONS
+
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--dist", type=_list_arg(_distribution, "distributions"), default=["normal"],
+                        metavar="D[,D...]", help="input distributions: " + ", ".join(DISTRIBUTIONS) +
+                        " (default: normal); loguniform spans the whole range of each format, with underflow "
+                        "and overflow")
+    parent.add_argument("--n", type=_positive_int, default=100_000, metavar="N",
+                        help="inputs per distribution (default: 100000)")
+    parent.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of the inputs and of stochastic rounding (default: 0)")
+    parent.add_argument("--plot", default=None, metavar="FILE",
+                        help="also draw the results into FILE (PNG, SVG, PDF; needs matplotlib, the 'plot' extra)")
+    return parent
+
+
+def _need_matplotlib(path: str | None) -> Any:
+    """pyplot (Agg backend) when ``--plot`` is given; a one-line error when matplotlib is missing."""
+    if path is None:
+        return None
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError(f"--plot {path}: matplotlib is not installed; install it with "
+                         "pip install 'precisionlab[plot]' (or leave out --plot)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _sweep(cells: Sequence[Any], compute: Callable[[Any], dict[str, Any]], label: Callable[[Any], str],
+           command: str) -> list[dict[str, Any]]:
+    """Compute one record per cell; progress on stderr when it is a terminal."""
+    records = []
+    show = sys.stderr.isatty()
+    for i, cell in enumerate(cells, 1):
+        if show:
+            sys.stderr.write(f"\r{PROG} {command}: {i}/{len(cells)} {label(cell)}\033[K")
+            sys.stderr.flush()
+        records.append(compute(cell))
+    if show:
+        sys.stderr.write("\r\033[K")
+    return records
+
+
+def _show_sci(v: Any) -> str:
+    if v is None:
+        return DASH
+    if isinstance(v, str):
+        return v
+    return "0" if v == 0 else f"{v:.3g}"
+
+
+def _show_threshold(kind: str) -> Callable[[Any], str]:
+    def show(rec: dict[str, Any] | None) -> str:
+        if rec is None:
+            return "never" if kind == "overflow" else DASH
+        value = rec["value"]
+        if value == "inf":
+            return "never"
+        op = (">=" if rec["inclusive"] else ">") if kind == "overflow" else ("<=" if rec["inclusive"] else "<")
+        return f"{op} {fmt_number(float(value))}"
+    return show
+
+
+def _threshold_record(t: Any) -> dict[str, Any] | None:
+    return None if t is None else {"value": _json_float(t.value), "inclusive": t.inclusive}
+
+
+def cast_error_record(fmt: Format, rounding: Rounding, dist: str, n: int, seed: int, overflow: str = "default",
+                      subnormals: bool = True) -> dict[str, Any]:
+    """One row of ``precisionlab error cast`` (also for ``precisionlab report``)."""
+    from .analysis import cast_error, input_dtype, sample
+
+    dtype = input_dtype(fmt)
+    x = sample(dist, n, fmt, seed, dtype)
+    stats = cast_error(x, fmt, rounding, overflow, subnormals, seed=seed if rounding.stochastic else None)
+    return {
+        "format": fmt.name, "rounding": rounding.value, "dist": dist, "n": n, "input": dtype.name,
+        "max_rel_error": _json_float(stats.relative.max), "mean_rel_error": _json_float(stats.relative.mean),
+        "max_ulp_error": _json_float(stats.ulps.max), "mean_ulp_error": _json_float(stats.ulps.mean),
+        "max_bits_lost": _json_float(stats.bits_lost.max), "mean_bits_lost": _json_float(stats.bits_lost.mean),
+        "overflow_threshold": _threshold_record(stats.overflow_threshold),
+        "underflow_threshold": _threshold_record(stats.underflow_threshold),
+        "overflow_fraction": stats.overflow_fraction, "underflow_fraction": stats.underflow_fraction,
+    }
+
+
+_CAST_ERROR_COLUMNS = (
+    Column("format", "format"),
+    Column("rounding", "rounding"),
+    Column("dist", "dist"),
+    Column("max_rel_error", "max rel err", _show_sci, "right"),
+    Column("mean_rel_error", "mean rel err", _show_sci, "right"),
+    Column("max_ulp_error", "max ulp", _show_sci, "right"),
+    Column("mean_ulp_error", "mean ulp", _show_sci, "right"),
+    Column("mean_bits_lost", "bits lost (mean)", _show_sci, "right"),
+    Column("overflow_threshold", "overflows at |x|", _show_threshold("overflow"), "right"),
+    Column("underflow_threshold", "underflows at |x|", _show_threshold("underflow"), "right"),
+    Column("overflow_fraction", "overflowed", lambda v: f"{100 * v:.3g}%", "right"),
+    Column("underflow_fraction", "underflowed", lambda v: f"{100 * v:.3g}%", "right"),
+)
+
+
+def _plot_cast_error(plt: Any, path: str, records: list[dict[str, Any]]) -> None:
+    labels = [f"{r['format']} {r['rounding']}" + (f" {r['dist']}" if len({x['dist'] for x in records}) > 1 else "")
+              for r in records]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(records) + 2), 4.5))
+    pos = np.arange(len(records))
+    for shift, key, name in ((-0.2, "max_rel_error", "max"), (0.2, "mean_rel_error", "mean")):
+        vals = [r[key] if isinstance(r[key], float) and r[key] > 0 else np.nan for r in records]
+        ax.bar(pos + shift, vals, width=0.4, label=f"{name} relative error")
+    ax.set_yscale("log")
+    ax.set_xticks(pos, labels, rotation=45, ha="right")
+    ax.set_ylabel("relative error (elements that did not overflow)")
+    ax.set_title("precisionlab error cast")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _run_error_cast(args: argparse.Namespace, out: io.TextIOBase) -> int:
+    plt = _need_matplotlib(args.plot)
+    overflow = Overflow.parse(args.overflow)
+    cells = [(fmt, rnd, dist) for fmt in args.formats for rnd in args.rounding for dist in args.dist]
+    records = _sweep(cells, lambda c: cast_error_record(c[0], c[1], c[2], args.n, args.seed, overflow.value,
+                                                        not args.no_subnormals),
+                     lambda c: f"{c[0].name} {c[1].value} {c[2]}", "error cast")
+    if plt is not None:
+        _plot_cast_error(plt, args.plot, records)
+    document = {"command": "error cast", "n": args.n, "seed": args.seed, "overflow": overflow.value,
+                "subnormals": not args.no_subnormals}
+    _emit(records, _CAST_ERROR_COLUMNS, args.output, out, document=document, list_key="rows")
+    return 0
+
+
+def _add_error_cast(sub: argparse._SubParsersAction) -> None:
+    modes = ", ".join(m.value for m in Rounding)
+    p = sub.add_parser(
+        "cast", parents=[_output_parent(), _sweep_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="error of rounding random inputs to formats: relative error, ULPs, bits lost, range",
+        description="For every format x rounding mode x distribution: round N random inputs (float32, float64\n"
+                    "for formats float32 cannot feed) and measure the error against the inputs themselves:\n"
+                    "max/mean relative error |y-x|/|x|, max/mean |error| in ULPs of the format at x\n"
+                    "(ulp(x) = 2^(max(min(floor(log2|x|), emax), emin) - m)), mean bits lost\n"
+                    "(m+1 - clip(-log2(relative error), 0, m+1): 0 for a correctly rounded normal result),\n"
+                    "the overflow and underflow thresholds of the mode (for positive inputs; where |x|\n"
+                    "overflows -- rounds past max with an unbounded exponent -- and where a non-zero x gives\n"
+                    "0), and the fractions of inputs that overflowed and underflowed (to zero). The error\n"
+                    "statistics cover the inputs that did not overflow.",
+        epilog="examples:\n"
+               "  precisionlab error cast\n"
+               "  precisionlab error cast --formats bf16,fp16,e4m3 --rounding rne,rtz,sr --dist normal,loguniform\n"
+               "  precisionlab error cast --formats e4m3 --overflow saturate --format json\n"
+               "  precisionlab error cast --formats fp16,bf16 --plot cast-error.png\n\n" + _OUTPUT_EPILOG)
+    p.add_argument("--formats", type=_list_arg(get_format, "formats"), default=[get_format(n) for n in
+                   ("bf16", "fp16", "e4m3", "e5m2")], metavar="F[,F...]",
+                   help="target formats: catalogue names, aliases or binary{K}p{P}[u][f] (default: bf16,fp16,"
+                        "e4m3,e5m2)")
+    p.add_argument("--rounding", type=_list_arg(Rounding.parse, "rounding modes"), default=[Rounding.RNE],
+                   metavar="M[,M...]", help=f"rounding modes: {modes} or long aliases (default: rne)")
+    p.add_argument("--overflow", default="default", type=_checked(Overflow.parse), metavar="P",
+                   help="overflow policy: " + ", ".join(o.value for o in Overflow) + " (default: default)")
+    p.add_argument("--no-subnormals", action="store_true",
+                   help="flush results below the smallest normal to signed zero (FTZ)")
+    p.set_defaults(func=_run_error_cast)
+
+
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """An argparse type that validates with ``parse`` but keeps the text."""
+    def convert(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(" ".join(str(exc).split())) from None
+        return text
+    return convert
+
+
+#: The analyses of ``precisionlab error``; each adds its parser to the error subparsers.
+ERROR_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_error_cast, _add_error_train]
+
+
+def _add_error(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "error", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="error-analysis tables (error cast, error train)",
+        description="Error-analysis sweeps against an exact reference, as tables (or Markdown, CSV, JSON).\n"
+                    "Run 'precisionlab error ANALYSIS --help' for an analysis's options.",
+        epilog="analyses:\n  cast    rounding error of formats x rounding modes x input distributions\n"
+               "  train   mixed-precision training recipes side by side\n\n"
+               "examples:\n  precisionlab error cast --formats bf16,e4m3 --rounding rne,rtz\n"
+               "  precisionlab error train --recipes fp32,pure_fp16,torch_amp_fp16 --steps 50\n")
+    esub = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True, parser_class=_Parser)
+    for add in ERROR_SUBCOMMANDS:
+        add(esub)
+
+
+# ---------------------------------------------------------------------------
+# precisionlab conformance
+# ---------------------------------------------------------------------------
+
+
+def load_kernel(target: str) -> Callable:
+    """``MODULE:FUNCTION`` (an importable module, the working directory first on the path)
+    or ``path/to/file.py:FUNCTION``; ValueError with a one-line reason otherwise."""
+    import importlib
+    import importlib.util
+
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"kernel {target!r} must be MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = os.path.abspath(module_name)
+            if not os.path.isfile(path):
+                raise ValueError(f"kernel {target!r}: no file {module_name!r}")
+            spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+            module = importlib.util.module_from_spec(spec)
+            sys.path.insert(0, os.path.dirname(path))
+            try:
+                spec.loader.exec_module(module)
+            finally:
+                sys.path.remove(os.path.dirname(path))
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ValueError:
+        raise
+    except Exception as exc:  # the user's module: any import-time failure is a bad argument
+        raise ValueError(f"kernel {target!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"kernel {target!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"kernel {target!r} is a {type(obj).__name__}, not a function")
+    return obj
+
+
+_CONFORMANCE_COLUMNS = (
+    Column("name", "case"),
+    Column("elements", "elements", align="right"),
+    Column("mismatches", "mismatches", align="right"),
+    Column("passed", "result", lambda v: "pass" if v else "FAIL"),
+    Column("description", "inputs"),
+)
+
+
+def _run_conformance(args: argparse.Namespace, out: io.TextIOBase) -> int:
+    from .testing import check_kernel
+
+    fn = load_kernel(args.kernel)
+    if args.op == "cast":
+        if args.to is None:
+            raise ValueError("--op cast needs --to FMT (the target format)")
+        from .rounding import make_round_spec
+
+        spec: Any = make_round_spec(args.to, args.rounding, args.overflow, not args.no_subnormals,
+                                    seed=args.seed if Rounding.parse(args.rounding).stochastic else None,
+                                    sr_bits=args.sr_bits)
+    else:
+        if args.spec is None:
+            raise ValueError("--op matmul needs --spec PRESET")
+        spec = args.spec
+    if args.cases is None:
+        shapes = ((1000,),) if args.op == "cast" else None
+    else:
+        shapes = ((args.cases,),) if args.op == "cast" else ((4, args.cases, 3),)
+    report = check_kernel(fn, spec, op=args.op, shapes=shapes, dists=args.dist, seed=args.seed)
+    report = dataclasses_replace_kernel(report, args.kernel)
+    if args.junit:
+        try:
+            with open(args.junit, "w", encoding="utf-8") as fh:
+                fh.write(report.to_junit_xml())
+        except OSError as exc:
+            raise ValueError(f"--junit {args.junit}: cannot write: {exc.strerror}") from None
+    if args.output == "json":
+        out.write(report.to_json() + "\n")
+    else:
+        records = [{**c.to_dict()} for c in report.cases]
+        _emit(records, _CONFORMANCE_COLUMNS, args.output, out)
+        if args.output != "csv":
+            status = "PASSED" if report.passed else "FAILED"
+            out.write(f"\n{status}: {report.mismatches} of {report.elements} elements differ in {report.format} "
+                      f"({report.kernel}, {args.op})\n")
+            if report.diagnosis:
+                out.write("diagnosis:\n" + "".join(f"  - {d}\n" for d in report.diagnosis))
+            failing = [c for c in report.cases if not c.passed]
+            for c in failing[:2]:
+                out.write(f"\ncase {c.name!r}:\n" + "".join(f"  {line}\n" for line in c.message.splitlines()))
+    return 0 if report.passed else 1
+
+
+def dataclasses_replace_kernel(report: Any, kernel: str) -> Any:
+    """The report with the kernel named as the user named it on the command line."""
+    import dataclasses
+
+    return dataclasses.replace(report, kernel=kernel)
+
+
+def _add_conformance(sub: argparse._SubParsersAction) -> None:
+    modes = ", ".join(m.value for m in Rounding)
+    p = sub.add_parser(
+        "conformance", parents=[_output_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="check a user's kernel against the emulator bit for bit (exit code 1 on mismatch)",
+        description="Import KERNEL, run it on inputs built to separate behaviours and compare its outputs bit\n"
+                    "for bit with the emulator (precisionlab.testing.check_kernel). --op cast: the kernel takes\n"
+                    "a float32 array (float64 for formats float32 cannot feed) and returns the values rounded\n"
+                    "to --to FMT in any float dtype; the cases are every value of the format, the ties between\n"
+                    "adjacent values at every binade and the floats beside them, the subnormal range, the\n"
+                    "overflow band (with the tie between max and the first value past it), +-0, +-Inf, NaN and\n"
+                    "random inputs. --op matmul (needs pl.matmul): KERNEL(a, b) is compared with\n"
+                    "pl.matmul(a, b, PRESET). Prints one row per case, a diagnosis of what the kernel does\n"
+                    "instead (e.g. \"matches rounding='rtz' instead of 'rne'\") and the first mismatches.\n"
+                    "Exit code: 0 all cases match, 1 a mismatch (or the kernel raised), 2 bad arguments.",
+        epilog="KERNEL is MODULE:FUNCTION (importable; the working directory is searched first) or\n"
+               "path/to/file.py:FUNCTION.\n\n"
+               "examples:\n"
+               "  precisionlab conformance examples/cast_kernels.py:cast_bf16 --op cast --to bf16\n"
+               "  precisionlab conformance mykernels:to_e4m3 --to e4m3 --overflow saturate --junit conformance.xml\n"
+               "  precisionlab conformance mykernels:to_bf16_sr --to bf16 --rounding sr --seed 7 --format json\n\n"
+               + _OUTPUT_EPILOG)
+    p.add_argument("kernel", metavar="KERNEL", help="the kernel: MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    p.add_argument("--op", choices=("cast", "matmul"), default="cast",
+                   help="the operation the kernel computes: cast (default) or matmul")
+    p.add_argument("--to", metavar="FMT", default=None,
+                   help="cast: the target format (a catalogue name, an alias or binary{K}p{P}[u][f])")
+    p.add_argument("--spec", metavar="PRESET", default=None, help="matmul: the preset the kernel must match")
+    p.add_argument("--rounding", default="rne", type=_checked(Rounding.parse), metavar="M",
+                   help=f"cast: rounding mode: {modes} or a long alias (default: rne)")
+    p.add_argument("--overflow", default="default", type=_checked(Overflow.parse), metavar="P",
+                   help="cast: overflow policy: " + ", ".join(o.value for o in Overflow) + " (default: default)")
+    p.add_argument("--no-subnormals", action="store_true", help="cast: the spec flushes subnormal results (FTZ)")
+    p.add_argument("--sr-bits", type=int, default=None, metavar="N",
+                   help="cast: random bits for rounding=sr, 1..64 (default: 64)")
+    p.add_argument("--cases", type=_positive_int, default=None, metavar="N",
+                   help="size of the random cases: cast: inputs per distribution (default: 1000), besides the "
+                        "built edge cases; matmul: K of 4xKx3 products (default: 4x64x4 and 3x100x5)")
+    p.add_argument("--dist", type=_list_arg(_distribution, "distributions"), default=["normal", "uniform",
+                   "loguniform"], metavar="D[,D...]",
+                   help="distributions of the random inputs: normal, uniform, loguniform (default: all three)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the random inputs and of stochastic rounding (default: 0)")
+    p.add_argument("--junit", default=None, metavar="FILE", help="also write the result as JUnit XML to FILE")
+    p.set_defaults(func=_run_conformance)
+
+
+# ---------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------
 
@@ -782,7 +1165,8 @@ def _output_parent() -> argparse.ArgumentParser:
 
 
 #: One function per subcommand; each adds its parser to the subparsers and sets ``func``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_round, _add_error]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_round, _add_error,
+                                                                   _add_conformance]
 
 
 def build_parser() -> argparse.ArgumentParser:

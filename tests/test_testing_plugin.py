@@ -1,0 +1,84 @@
+"""The pytest plugin, run on a small user suite with pytester: the option, the fixture, the
+parametrisation over backends, the report header, and a user's check_kernel test."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+
+from precisionlab.backends import BACKENDS, available_backends
+
+pytest_plugins = ["pytester"]
+
+# The inner pytest runs in a subprocess: in-process runs drop the modules first imported
+# inside them (pytester's sys.modules snapshot), and numba cannot be imported twice.
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+SUITE = f'''
+import sys
+import numpy as np
+import precisionlab as pl
+from precisionlab.testing import assert_bitwise_equal, check_kernel
+from precisionlab.testing.plugin import parametrize_backends
+
+sys.path.insert(0, {str(EXAMPLES)!r})
+import cast_kernels
+
+SEEN = []
+
+def test_backend_fixture(precisionlab_backend):
+    assert precisionlab_backend in ("auto", {", ".join(repr(b) for b in BACKENDS)})
+    y = pl.round(np.array([464.0, 470.0], np.float32), "e4m3", backend=precisionlab_backend)
+    assert_bitwise_equal(y, np.array([448.0, np.nan], np.float32), "e4m3")
+
+def test_user_kernel(precisionlab_backend):
+    assert check_kernel(cast_kernels.cast_e4m3, "e4m3", backend=precisionlab_backend, shapes=((16,),)).passed
+
+@parametrize_backends()
+def test_every_backend(backend):
+    assert backend in {available_backends()!r}
+'''
+
+
+def test_entry_point_is_registered():
+    eps = importlib.metadata.entry_points(group="pytest11")
+    assert any(ep.name == "precisionlab" and ep.value == "precisionlab.testing.plugin" for ep in eps), \
+        "reinstall the package (pip install -e .) to register the pytest11 entry point"
+
+
+def test_default_runs_once_with_auto(pytester):
+    pytester.makepyfile(test_user=SUITE)
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=2 + len(available_backends()))
+    result.stdout.fnmatch_lines(["*precisionlab*--precisionlab-backend=auto*", "*test_backend_fixture?auto? PASSED*"])
+
+
+def test_all_runs_over_every_available_backend(pytester):
+    pytester.makepyfile(test_user=SUITE)
+    result = pytester.runpytest_subprocess("-v", "--precisionlab-backend=all")
+    n = len(available_backends())
+    result.assert_outcomes(passed=3 * n)
+    result.stdout.fnmatch_lines([f"*test_backend_fixture?{name}? PASSED*" for name in available_backends()])
+
+
+def test_one_named_backend(pytester):
+    pytester.makepyfile(test_user=SUITE)
+    result = pytester.runpytest_subprocess("-v", "--precisionlab-backend", "numpy")
+    result.assert_outcomes(passed=2 + len(available_backends()))
+    result.stdout.fnmatch_lines(["*test_user_kernel?numpy? PASSED*"])
+
+
+def test_bad_backend_is_a_usage_error(pytester):
+    pytester.makepyfile(test_user=SUITE)
+    result = pytester.runpytest_subprocess("--precisionlab-backend=tpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--precisionlab-backend*invalid choice*tpu*"])
+
+
+def test_help_lists_the_option(pytester):
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*--precisionlab-backend=NAME*"])
+    assert all(name in result.stdout.str() for name in BACKENDS)
