@@ -418,12 +418,8 @@ def _round(x: np.ndarray, spec: RoundSpec, backend: str) -> np.ndarray:
 
 
 def _matmul_api() -> tuple[Any, Any, Any]:
-    try:
-        from ..matmul import MatmulSpec, matmul
-        from ..presets import get_preset, presets
-    except ImportError as exc:
-        raise ValueError(f"op='matmul' needs precisionlab.matmul (pl.matmul), which this installation lacks: "
-                         f"{exc}") from None
+    from ..matmul import MatmulSpec, matmul
+    from ..presets import get_preset, presets
     return MatmulSpec, matmul, (get_preset, presets)
 
 
