@@ -3,6 +3,7 @@
 Subcommands so far:
 
 * ``precisionlab formats [NAME ...]`` -- the format catalogue with its derived facts;
+* ``precisionlab presets [NAME ...]`` -- the matmul presets with their parameters and sources;
 * ``precisionlab round VALUE ... --to FMT`` -- round values given on the command line
   and show the result, its code, its neighbours and the rounding error;
 * ``precisionlab error train --recipes ...`` -- train one model with several
@@ -1137,6 +1138,104 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------
+# precisionlab presets
+# ---------------------------------------------------------------------------
+
+
+def _catalogued(fmt: Format) -> bool:
+    try:
+        return get_format(fmt.name) == fmt
+    except (ValueError, TypeError):
+        return False
+
+
+def _spec_value(v: Any) -> Any:
+    """A MatmulSpec field for JSON/CSV: catalogue formats by name (custom ones, such as the
+    FP8 accumulator e8m13, as the dict of their Format fields), roundings and overflow
+    policies by value, the order as its string form, scale blocks as lists, the rest as is."""
+    if isinstance(v, Format):
+        if _catalogued(v):
+            return v.name
+        return {f: getattr(v, f) for f in ("name", "exponent_bits", "mantissa_bits", "bias", "signed", "has_inf",
+                                           "nan", "has_subnormals", "has_zero")}
+    if isinstance(v, (Rounding, Overflow)):
+        return v.value
+    if isinstance(v, tuple):
+        return list(v)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)  # Order
+
+
+def preset_record(spec: Any) -> dict[str, Any]:
+    """Every field of a MatmulSpec (the JSON row of ``precisionlab presets``), with the
+    effective B and C formats and the short source the table shows."""
+    import dataclasses
+
+    rec = {f.name: _spec_value(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
+    rec["_accumulator"] = spec.accumulator.name
+    rec["effective_b_format"] = spec.effective_b_format.name
+    rec["effective_c_format"] = spec.effective_c_format.name
+    rec["_source"] = _source_head(spec.source)
+    return rec
+
+
+def _source_head(source: str) -> str:
+    """The part of a preset's citation before its first ': ' (the unit and the paper)."""
+    head = source.split(": ", 1)[0].strip()
+    return head or DASH
+
+
+def _show_none(v: Any) -> str:
+    return DASH if v is None else str(v)
+
+
+_PRESET_COLUMNS = (
+    Column("name", "preset"),
+    Column("a_format", "a"),
+    Column("effective_b_format", "b"),
+    Column("step", "step"),
+    Column("k_fused", "k_fused", align="right"),
+    Column("n_frac", "n_frac", _show_none, "right"),
+    Column("c_mode", "c_mode"),
+    Column("_accumulator", "accumulator"),
+    Column("step_rounding", "step rnd"),
+    Column("order", "order"),
+    Column("promote_every", "promote_every", _show_none, "right"),
+    Column("output_format", "output"),
+    Column("_source", "source"),
+)
+
+
+def _run_presets(args: argparse.Namespace, out: io.TextIOBase) -> int:
+    from .presets import get_preset, presets
+
+    specs = [get_preset(n) for n in args.names] if args.names else list(presets.values())
+    _emit([preset_record(s) for s in specs], _PRESET_COLUMNS, args.output, out)
+    return 0
+
+
+def _add_presets(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "presets", parents=[_output_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the matmul presets (MatmulSpecs of real hardware and libraries) with their parameters",
+        description="Show the matmul presets (pl.presets, DESIGN §6): the input formats of A and B, the step\n"
+                    "algorithm (ieee, fused, pairwise, exact), the products per step (k_fused), the fraction\n"
+                    "bits kept after alignment (n_frac, '—' for none: exact), when C enters a fused step\n"
+                    "(c_mode), the accumulator format and its step rounding, the order of the steps over K,\n"
+                    "promote_every (partial sums promoted to fp32 every N K-elements), the output format\n"
+                    "and the source of the parameters (the table shows the start of the citation; csv and\n"
+                    "json give the whole 'source' and every MatmulSpec field).",
+        epilog="NAME is a preset name (case-insensitive). Without NAME every preset is listed.\n\n"
+               "examples:\n"
+               "  precisionlab presets\n"
+               "  precisionlab presets h100_e4m3 deepseek_fp8\n"
+               "  precisionlab presets b200_e4m3 --format json\n\n" + _OUTPUT_EPILOG)
+    p.add_argument("names", nargs="*", metavar="NAME", help="preset names (default: all)")
+    p.set_defaults(func=_run_presets)
+
+
+# ---------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------
 
@@ -1165,8 +1264,8 @@ def _output_parent() -> argparse.ArgumentParser:
 
 
 #: One function per subcommand; each adds its parser to the subparsers and sets ``func``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_round, _add_error,
-                                                                   _add_conformance]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_presets, _add_round,
+                                                                   _add_error, _add_conformance]
 
 
 def build_parser() -> argparse.ArgumentParser:
