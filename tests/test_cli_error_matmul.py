@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import io
 import json
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -195,3 +196,22 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle):
     rc, out, err = run(capsys, "error", "matmul", "--k", "64", *argv)
     assert rc == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and needle in err and "error" in err
+
+
+def test_plot(capsys, tmp_path, monkeypatch):
+    target = tmp_path / "matmul.png"
+    argv = ["error", "matmul", "--presets", "h100_e4m3,exact", "--k", "64,256", "--dist", "normal,cancelling",
+            "--plot", str(target)]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        rc, out, err = run(capsys, *argv)
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "matplotlib" in err
+        assert not target.exists()
+        return
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0, err
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # as if it were not installed
+    rc, out, err = run(capsys, *argv[:-1], str(tmp_path / "b.png"))
+    assert rc == 2 and "matplotlib" in err and len(err.strip().splitlines()) == 1
