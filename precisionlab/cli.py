@@ -3,8 +3,11 @@
 Subcommands so far:
 
 * ``precisionlab formats [NAME ...]`` -- the format catalogue with its derived facts;
+* ``precisionlab presets [NAME ...]`` -- the matmul presets with their parameters and sources;
 * ``precisionlab round VALUE ... --to FMT`` -- round values given on the command line
   and show the result, its code, its neighbours and the rounding error;
+* ``precisionlab error matmul --presets ...`` -- matmul presets x K x distributions
+  against the exact product;
 * ``precisionlab error train --recipes ...`` -- train one model with several
   mixed-precision recipes and compare them side by side.
 
@@ -965,17 +968,265 @@ def _checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
     return convert
 
 
+# ---------------------------------------------------------------------------
+# precisionlab error matmul (registered in ERROR_SUBCOMMANDS)
+# ---------------------------------------------------------------------------
+
+#: Input distributions of ``error matmul``: standard normal; uniform on [0, 1) (positive,
+#: so the sum grows like K and the accumulator's spacing with it); cancelling (half the
+#: K-elements are pairs a_k = a_l, b_k = -b_l of size ~16 whose products cancel exactly,
+#: the other half small terms of size ~1/16, so the exact result is the small terms' sum).
+MATMUL_DISTRIBUTIONS = ("normal", "uniform", "cancelling")
+
+
+def parse_matmul_spec(text: str) -> Any:
+    """``PRESET[+MOD...]`` -> a MatmulSpec named ``text``.  MOD is ``promoteN``
+    (``promote_every=N``: partial sums promoted to fp32 every N K-elements, as DeepSeek-V3
+    does on H100 FP8) or ``FIELD=VALUE`` for any MatmulSpec field (``none``, ``true``,
+    ``false`` and integers are read as such), e.g. ``h100_e4m3+promote128`` or
+    ``exact+accumulator=fp64+output_format=fp64``."""
+    import dataclasses
+
+    from .presets import get_preset
+
+    base, *mods = [t.strip() for t in text.split("+")]
+    spec = get_preset(base)
+    names = {f.name for f in dataclasses.fields(spec)} - {"name", "source"}
+    changes: dict[str, Any] = {}
+    for mod in mods:
+        m = re.fullmatch(r"promote(\d+)", mod.lower())
+        if m:
+            changes["promote_every"] = int(m.group(1))
+            continue
+        key, sep, value = mod.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in names:
+            raise ValueError(f"preset modifier {mod!r} in {text!r} is not promoteN or FIELD=VALUE with a "
+                             f"MatmulSpec field; fields: {', '.join(sorted(names))}")
+        v = value.strip()
+        changes[key] = (None if v.lower() == "none" else v.lower() == "true" if v.lower() in ("true", "false")
+                        else int(v) if re.fullmatch(r"-?\d+", v) else v)
+    try:
+        return dataclasses.replace(spec, **changes, name=text.strip())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"preset {text!r}: {' '.join(str(exc).split())}") from None
+
+
+def matmul_inputs(dist: str, m: int, k: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 A (m x k) and B (k x n) drawn from ``dist`` (:data:`MATMUL_DISTRIBUTIONS`),
+    deterministic in its arguments.  In ``cancelling`` the pairs share A's column and
+    negate B's row, so their products cancel exactly after any sign-symmetric rounding."""
+    import zlib
+
+    if dist not in MATMUL_DISTRIBUTIONS:
+        raise ValueError(f"dist={dist!r} is not a matmul distribution; allowed: {', '.join(MATMUL_DISTRIBUTIONS)}")
+    rng = np.random.default_rng([int(seed) & (2**63 - 1), zlib.crc32(dist.encode()), k])
+    if dist == "normal":
+        return rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    if dist == "uniform":
+        return rng.uniform(0.0, 1.0, (m, k)), rng.uniform(0.0, 1.0, (k, n))
+    a, b = rng.standard_normal((m, k)) / 16, rng.standard_normal((k, n)) / 16
+    pos = rng.permutation(k)
+    pairs = k // 4
+    first, second = pos[:pairs], pos[pairs:2 * pairs]
+    a[:, first] *= 256
+    a[:, second] = a[:, first]
+    b[first] *= 256
+    b[second] = -b[first]
+    return a, b
+
+
+def _significands(x: np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
+    """Each float64 of a 2-D array as ``sig·2^exp`` with Python integers (exactly)."""
+    mant, exp = np.frexp(x)
+    sig = np.ldexp(mant, 53).astype(np.int64)  # |mant| in [0.5, 1): mant·2^53 is an integer below 2^53
+    return sig.tolist(), (exp - 53).tolist()
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The exact ``a @ b`` of finite float64 matrices as an object array of Fractions.
+
+    Exact by construction: every float64 is ``sig·2^e`` with integers, so each product
+    is ``(sa·sb)·2^(ea+eb)`` and the sum is formed in Python's unbounded integers over the
+    smallest exponent -- no rounding anywhere, whatever K, the formats or cancellation.
+    (A float64 result, even from the ``exact`` step, would be one rounding away from it
+    once the sum needs more than 53 bits, as fp16 or bf16 sums over wide ranges can.)
+    """
+    sa, ea = _significands(a)
+    sbt, ebt = _significands(np.ascontiguousarray(b.T))
+    out = np.empty((a.shape[0], b.shape[1]), dtype=object)
+    for i in range(a.shape[0]):
+        for j in range(b.shape[1]):
+            terms = [(x * y, p + q) for x, p, y, q in zip(sa[i], ea[i], sbt[j], ebt[j], strict=True) if x and y]
+            if not terms:
+                out[i, j] = Fraction(0)
+                continue
+            low = min(e for _, e in terms)
+            total = sum(s << (e - low) for s, e in terms)
+            out[i, j] = Fraction(total) * Fraction(2) ** low
+    return out
+
+
+def matmul_error_record(spec: Any, k: int, dist: str, m: int, n: int, seed: int,
+                        cache: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """One row of ``precisionlab error matmul``: ``pl.matmul(a, b, spec)`` against the exact
+    product of the inputs rounded to the spec's input formats."""
+    from .analysis import bits_lost, error_ulps, relative_error, summarize
+    from .matmul import matmul
+
+    a, b = matmul_inputs(dist, m, k, n, seed)
+    flush = not spec.input_subnormals
+    kw = dict(rounding=spec.input_rounding, overflow=spec.input_overflow, subnormals=not flush, flush_inputs=flush)
+    ar = np.asarray(pl_round(a, spec.a_format, **kw), dtype=np.float64)
+    br = np.asarray(pl_round(b, spec.effective_b_format, **kw), dtype=np.float64)
+    scales = {"a_scale": 1.0 if spec.a_scale_block is not None else None,
+              "b_scale": 1.0 if spec.b_scale_block is not None else None}  # unit scales: the unscaled unit
+    if not (np.isfinite(ar).all() and np.isfinite(br).all()):
+        raise ValueError(f"preset {spec.name!r}: inputs of dist={dist!r} overflow its input formats ("
+                         f"{spec.a_format.name}, {spec.effective_b_format.name}); the exact reference needs finite "
+                         "values")
+    d = np.asarray(matmul(ar, br, spec, seed=seed if spec.stochastic else None, **scales), dtype=np.float64)
+    key = (ar.tobytes(), br.tobytes(), ar.shape, br.shape)
+    if cache is not None and key in cache:
+        ref = cache[key]
+    else:
+        ref = exact_matmul(ar, br)
+        if cache is not None:
+            cache[key] = ref
+    out = spec.output_format
+    rel, ulps, lost = summarize(relative_error(d, ref)), summarize(error_ulps(d, ref, out)), \
+        summarize(bits_lost(d, ref, out))
+    return {
+        "preset": spec.name, "k": k, "dist": dist, "m": m, "n": n, "output_format": out.name,
+        "max_rel_error": _json_float(rel.max), "mean_rel_error": _json_float(rel.mean),
+        "max_ulp_error": _json_float(ulps.max), "mean_ulp_error": _json_float(ulps.mean),
+        "max_bits_lost": _json_float(lost.max), "mean_bits_lost": _json_float(lost.mean),
+    }
+
+
+_MATMUL_ERROR_COLUMNS = (
+    Column("preset", "preset"),
+    Column("dist", "dist"),
+    Column("k", "K", align="right"),
+    Column("output_format", "output"),
+    Column("max_rel_error", "max rel err", _show_sci, "right"),
+    Column("mean_rel_error", "mean rel err", _show_sci, "right"),
+    Column("max_ulp_error", "max ulp", _show_sci, "right"),
+    Column("mean_ulp_error", "mean ulp", _show_sci, "right"),
+    Column("max_bits_lost", "bits lost (max)", _show_sci, "right"),
+    Column("mean_bits_lost", "bits lost (mean)", _show_sci, "right"),
+)
+
+
+def _plot_matmul_error(plt: Any, path: str, records: list[dict[str, Any]]) -> None:
+    dists = list(dict.fromkeys(r["dist"] for r in records))
+    fig, axes = plt.subplots(1, len(dists), figsize=(5.0 * len(dists), 4.5), squeeze=False)
+    for ax, dist in zip(axes[0], dists, strict=True):
+        rows = [r for r in records if r["dist"] == dist]
+        for preset in dict.fromkeys(r["preset"] for r in rows):
+            pts = [(r["k"], r["max_rel_error"]) for r in rows if r["preset"] == preset]
+            ks = [p[0] for p in pts]
+            vals = [v if isinstance(v, float) and v > 0 else np.nan for _, v in pts]
+            ax.plot(ks, vals, marker="o", label=preset)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("K")
+        ax.set_ylabel("max relative error")
+        ax.set_title(dist)
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle("precisionlab error matmul")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _k_value(text: str) -> int:
+    if not re.fullmatch(r"\d+", text) or int(text) < 1:
+        raise ValueError(f"K={text!r} not allowed; give positive integers, e.g. 64,256,1024")
+    return int(text)
+
+
+def _matmul_distribution(text: str) -> str:
+    key = text.lower()
+    if key not in MATMUL_DISTRIBUTIONS:
+        raise ValueError(f"dist={text!r} is not a matmul distribution; allowed: {', '.join(MATMUL_DISTRIBUTIONS)}")
+    return key
+
+
+_DEFAULT_MATMUL_PRESETS = "h100_e4m3,h100_e4m3+promote128,h100_fp16,bf16_accumulate,fp16_accumulate,exact"
+
+
+def _run_error_matmul(args: argparse.Namespace, out: io.TextIOBase) -> int:
+    plt = _need_matplotlib(args.plot)
+    cache: dict[Any, Any] = {}
+    cells = [(spec, k, dist) for spec in args.presets for dist in args.dist for k in args.k]
+    records = _sweep(cells, lambda c: matmul_error_record(c[0], c[1], c[2], args.m, args.n, args.seed, cache),
+                     lambda c: f"{c[0].name} K={c[1]} {c[2]}", "error matmul")
+    if plt is not None:
+        _plot_matmul_error(plt, args.plot, records)
+    document = {"command": "error matmul", "m": args.m, "n": args.n, "seed": args.seed, "reference": "exact"}
+    _emit(records, _MATMUL_ERROR_COLUMNS, args.output, out, document=document, list_key="rows")
+    return 0
+
+
+def _add_error_matmul(sub: argparse._SubParsersAction) -> None:
+    from .presets import presets
+
+    p = sub.add_parser(
+        "matmul", parents=[_output_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="error of matmul presets against the exact product: relative error, ULPs, bits lost vs K",
+        description="For every preset x K x distribution: draw A (M x K) and B (K x N), round them to the\n"
+                    "preset's input formats, compute D = pl.matmul(A, B, preset) and compare it with the exact\n"
+                    "product of the rounded inputs (summed in unbounded integers, so no rounding at all):\n"
+                    "max/mean relative error |d-x|/|x|, max/mean |error| in ULPs of the preset's output\n"
+                    "format at x, and max/mean bits lost ((m+1) - clip(-log2(relative error), 0, m+1) of the\n"
+                    "output format: 0 for a correctly rounded result). Presets with block scales get unit\n"
+                    "scales. Distributions: normal (standard normal), uniform (positive, on [0, 1)),\n"
+                    "cancelling (half the K-elements are pairs of products ~±256 that cancel exactly, the\n"
+                    "rest small terms ~1/256: the relative error of the small exact sum shows how much of\n"
+                    "the cancelled magnitude the accumulation kept).",
+        epilog="PRESET[+MOD...]: a preset name (see 'precisionlab presets') with optional modifiers:\n"
+               "  +promoteN        promote the partial sums to fp32 every N K-elements (promote_every=N),\n"
+               "                   e.g. h100_e4m3+promote128, DeepSeek-V3's fix for H100 FP8 'fast\n"
+               "                   accumulation' (compare h100_e4m3 at large K: promotion bounds the growth)\n"
+               "  +FIELD=VALUE     any MatmulSpec field, e.g. exact+a_format=e4m3+accumulator=fp64+\n"
+               "                   output_format=fp64 (none, true, false and integers read as such)\n"
+               "presets: " + ", ".join(presets) + "\n\n"
+               "examples:\n"
+               "  precisionlab error matmul\n"
+               "  precisionlab error matmul --presets h100_e4m3,h100_e4m3+promote128 --k 1024,4096,16384\n"
+               "  precisionlab error matmul --presets fp16_accumulate,bf16_accumulate --dist uniform --format json\n"
+               "  precisionlab error matmul --presets a100_fp16,h100_fp16 --m 8 --n 8 --plot matmul-error.png\n\n"
+               + _OUTPUT_EPILOG)
+    p.add_argument("--presets", type=_list_arg(parse_matmul_spec, "presets"),
+                   default=[parse_matmul_spec(t) for t in _DEFAULT_MATMUL_PRESETS.split(",")], metavar="P[,P...]",
+                   help=f"presets, each PRESET[+promoteN][+FIELD=VALUE...] (default: {_DEFAULT_MATMUL_PRESETS})")
+    p.add_argument("--k", type=_list_arg(_k_value, "K values"), default=[64, 256, 1024, 4096], metavar="K[,K...]",
+                   help="inner dimensions K (default: 64,256,1024,4096)")
+    p.add_argument("--dist", type=_list_arg(_matmul_distribution, "distributions"),
+                   default=list(MATMUL_DISTRIBUTIONS), metavar="D[,D...]",
+                   help="input distributions: " + ", ".join(MATMUL_DISTRIBUTIONS) + " (default: all three)")
+    p.add_argument("--m", type=_positive_int, default=4, metavar="M", help="rows of A and D (default: 4)")
+    p.add_argument("--n", type=_positive_int, default=4, metavar="N", help="columns of B and D (default: 4)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the inputs (default: 0)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="also draw max relative error against K into FILE (PNG, SVG, PDF; needs matplotlib)")
+    p.set_defaults(func=_run_error_matmul)
+
+
 #: The analyses of ``precisionlab error``; each adds its parser to the error subparsers.
-ERROR_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_error_cast, _add_error_train]
+ERROR_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_error_cast, _add_error_matmul,
+                                                                         _add_error_train]
 
 
 def _add_error(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "error", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="error-analysis tables (error cast, error train)",
+        help="error-analysis tables (error cast, error matmul, error train)",
         description="Error-analysis sweeps against an exact reference, as tables (or Markdown, CSV, JSON).\n"
                     "Run 'precisionlab error ANALYSIS --help' for an analysis's options.",
         epilog="analyses:\n  cast    rounding error of formats x rounding modes x input distributions\n"
+               "  matmul  error of matmul presets x K x input distributions against the exact product\n"
                "  train   mixed-precision training recipes side by side\n\n"
                "examples:\n  precisionlab error cast --formats bf16,e4m3 --rounding rne,rtz\n"
                "  precisionlab error train --recipes fp32,pure_fp16,torch_amp_fp16 --steps 50\n")
@@ -1137,6 +1388,104 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------
+# precisionlab presets
+# ---------------------------------------------------------------------------
+
+
+def _catalogued(fmt: Format) -> bool:
+    try:
+        return get_format(fmt.name) == fmt
+    except (ValueError, TypeError):
+        return False
+
+
+def _spec_value(v: Any) -> Any:
+    """A MatmulSpec field for JSON/CSV: catalogue formats by name (custom ones, such as the
+    FP8 accumulator e8m13, as the dict of their Format fields), roundings and overflow
+    policies by value, the order as its string form, scale blocks as lists, the rest as is."""
+    if isinstance(v, Format):
+        if _catalogued(v):
+            return v.name
+        return {f: getattr(v, f) for f in ("name", "exponent_bits", "mantissa_bits", "bias", "signed", "has_inf",
+                                           "nan", "has_subnormals", "has_zero")}
+    if isinstance(v, (Rounding, Overflow)):
+        return v.value
+    if isinstance(v, tuple):
+        return list(v)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)  # Order
+
+
+def preset_record(spec: Any) -> dict[str, Any]:
+    """Every field of a MatmulSpec (the JSON row of ``precisionlab presets``), with the
+    effective B and C formats and the short source the table shows."""
+    import dataclasses
+
+    rec = {f.name: _spec_value(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
+    rec["_accumulator"] = spec.accumulator.name
+    rec["effective_b_format"] = spec.effective_b_format.name
+    rec["effective_c_format"] = spec.effective_c_format.name
+    rec["_source"] = _source_head(spec.source)
+    return rec
+
+
+def _source_head(source: str) -> str:
+    """The part of a preset's citation before its first ': ' (the unit and the paper)."""
+    head = source.split(": ", 1)[0].strip()
+    return head or DASH
+
+
+def _show_none(v: Any) -> str:
+    return DASH if v is None else str(v)
+
+
+_PRESET_COLUMNS = (
+    Column("name", "preset"),
+    Column("a_format", "a"),
+    Column("effective_b_format", "b"),
+    Column("step", "step"),
+    Column("k_fused", "k_fused", align="right"),
+    Column("n_frac", "n_frac", _show_none, "right"),
+    Column("c_mode", "c_mode"),
+    Column("_accumulator", "accumulator"),
+    Column("step_rounding", "step rnd"),
+    Column("order", "order"),
+    Column("promote_every", "promote_every", _show_none, "right"),
+    Column("output_format", "output"),
+    Column("_source", "source"),
+)
+
+
+def _run_presets(args: argparse.Namespace, out: io.TextIOBase) -> int:
+    from .presets import get_preset, presets
+
+    specs = [get_preset(n) for n in args.names] if args.names else list(presets.values())
+    _emit([preset_record(s) for s in specs], _PRESET_COLUMNS, args.output, out)
+    return 0
+
+
+def _add_presets(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "presets", parents=[_output_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the matmul presets (MatmulSpecs of real hardware and libraries) with their parameters",
+        description="Show the matmul presets (pl.presets, DESIGN §6): the input formats of A and B, the step\n"
+                    "algorithm (ieee, fused, pairwise, exact), the products per step (k_fused), the fraction\n"
+                    "bits kept after alignment (n_frac, '—' for none: exact), when C enters a fused step\n"
+                    "(c_mode), the accumulator format and its step rounding, the order of the steps over K,\n"
+                    "promote_every (partial sums promoted to fp32 every N K-elements), the output format\n"
+                    "and the source of the parameters (the table shows the start of the citation; csv and\n"
+                    "json give the whole 'source' and every MatmulSpec field).",
+        epilog="NAME is a preset name (case-insensitive). Without NAME every preset is listed.\n\n"
+               "examples:\n"
+               "  precisionlab presets\n"
+               "  precisionlab presets h100_e4m3 deepseek_fp8\n"
+               "  precisionlab presets b200_e4m3 --format json\n\n" + _OUTPUT_EPILOG)
+    p.add_argument("names", nargs="*", metavar="NAME", help="preset names (default: all)")
+    p.set_defaults(func=_run_presets)
+
+
+# ---------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------
 
@@ -1165,8 +1514,8 @@ def _output_parent() -> argparse.ArgumentParser:
 
 
 #: One function per subcommand; each adds its parser to the subparsers and sets ``func``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_round, _add_error,
-                                                                   _add_conformance]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_presets, _add_round,
+                                                                   _add_error, _add_conformance]
 
 
 def build_parser() -> argparse.ArgumentParser:
