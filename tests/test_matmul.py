@@ -456,3 +456,98 @@ def test_rounding_events_count():
     assert rounding_events(pl.get_preset("torch_cpu_nn"), 10) == 10 + 3 + 1 + 1
     assert rounding_events(pl.get_preset("exact"), 1000) == 2
     assert rounding_events(dataclasses.replace(pl.get_preset("fp16_accumulate"), output_via="bf16"), 0) == 2
+
+
+# ---- composite orders and per-product scales (the CPU framework models of presets.py) -------------
+
+def test_composite_orders_parse_round_trip_and_validate():
+    for text in ("blocked(32,interleaved(2))", "split(64,lanes(64),split(16,lanes(8),sequential))",
+                 "group(split(2,blocked(32,interleaved(2)),sequential))", "split(4,strided(4),group(sequential))",
+                 "strided(3)"):
+        assert str(Order.parse(text)) == text
+        assert Order.parse(text.replace(",", ", ").upper()) == Order.parse(text)
+    assert Order.parse("blocked(32,sequential)") != Order.parse("blocked(32)")
+    for bad, words in (("split(4,lanes(4))", "2 nested"), ("group", "1 nested"), ("group(3)", "takes no width"),
+                       ("lanes(4,sequential)", "0 nested"), ("split(0,lanes(2),sequential)", "positive"),
+                       ("blocked(32,interleaved(2)", "not an order"), ("strided", "positive integer width")):
+        with pytest.raises(ValueError, match=words):
+            Order.parse(bad)
+    with pytest.raises(ValueError, match="multiple of k_fused"):
+        MatmulSpec(step="fused", k_fused=4, n_frac=24, order="group(split(6,sequential,sequential))")
+
+
+def _nested_orders(depth: int):
+    plain = st.sampled_from(["sequential", "pairwise", "interleaved(2)", "interleaved(3)", "lanes(2)", "lanes(4)",
+                             "blocked(2)", "strided(2)", "strided(3)"])
+    if depth == 0:
+        return plain
+    sub = _nested_orders(depth - 1)
+    return st.one_of(plain,
+                     st.builds(lambda g, h, t: f"split({g},{h},{t})", st.integers(1, 5), sub, sub),
+                     st.builds(lambda i: f"group({i})", sub),
+                     st.builds(lambda w, i: f"blocked({w},{i})", st.integers(1, 5), sub))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(order=_nested_orders(2), step=st.sampled_from(["ieee", "fused"]), k=st.integers(1, 2),
+       acc=st.sampled_from(["fp16", "bf16", pl.Format(5, 3, name="e5m3")]), mode=st.sampled_from(["rne", "rtz", "sr"]),
+       subnormals=st.booleans(), K=st.integers(0, 19), data=st.data())
+def test_composite_orders_equal_the_oracle(order, step, k, acc, mode, subnormals, K, data):
+    """Nested split / group / blocked(kc, inner) / strided orders: values, signs of zero and event counts."""
+    k = 1 if step == "ieee" else k
+    order = Order.parse(order)
+
+    def scale(o):          # K-element widths must be multiples of k_fused
+        w = o.width * k if o.kind in ("blocked", "split") else o.width
+        return Order(o.kind, w, tuple(scale(p) for p in o.parts))
+
+    spec = MatmulSpec(a_format="fp16", step=step, k_fused=k, n_frac=6, accumulator=acc, step_rounding=mode,
+                      accumulator_subnormals=subnormals, order=scale(order), c_format="fp32", output_format="fp32")
+    a, b, c = draw_operands(data, 1, 2, K, SPREAD, data.draw(st.booleans()))
+    check_against_oracle(spec, a, b, c, None, None, 5)
+
+
+def test_composite_orders_build_the_documented_trees():
+    """Hand-built instances of the trees measured on CPUs: L, -L at positions i, j and ones elsewhere give
+    K - |leaves under the node where i and j meet| (the ones that join L before the cancellation vanish)."""
+    def survivors(order, K, i, j):
+        spec = MatmulSpec(a_format="fp32", order=order, output_format="fp32")
+        b = np.ones((K, 1))
+        b[i], b[j] = 2.0**40, -(2.0**40)
+        return int(mm(np.ones((1, K)), b, spec)[0, 0])
+    torch_dot = "group(split(64,lanes(64),split(16,lanes(8),sequential)))"
+    assert survivors(torch_dot, 70, 0, 64) == 70 - 65     # 64 joins the reduced 64-lane main loop
+    assert survivors(torch_dot, 70, 64, 65) == 70 - 2 - 64  # the scalar tail continues the main sum
+    assert survivors(torch_dot, 40, 0, 8) == 40 - 2       # 8 vector lanes over the 32 elements: lane 0 = 0, 8, ...
+    assert survivors(torch_dot, 40, 0, 16) == 40 - 3      # ... 0, 8 first, then 16
+    amx = "blocked(32,interleaved(2))"
+    assert survivors(amx, 64, 0, 2) == 64 - 2 and survivors(amx, 64, 0, 1) == 64 - 32
+    assert survivors(amx, 64, 0, 32) == 0
+    xla = "split(2,blocked(32,interleaved(2)),sequential)"
+    assert survivors(xla, 47, 0, 46) == 0 and survivors(xla, 47, 32, 33) == 47 - 14
+    ynn = "split(4,strided(4),group(sequential))"
+    assert survivors(ynn, 11, 0, 4) == 11 - 2 and survivors(ynn, 11, 0, 1) == 11 - 4
+    assert survivors(ynn, 11, 8, 9) == 11 - 2         # the tail 8, 9, 10 is summed on its own, then added
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rows=st.none() | st.integers(1, 2), cols=st.none() | st.integers(1, 2), kb=st.none() | st.integers(1, 3),
+       prod=st.none() | st.sampled_from(["fp32", "bf16"]), M=st.integers(1, 3), N=st.integers(1, 3),
+       K=st.integers(0, 8), data=st.data())
+def test_product_scales_equal_the_oracle(rows, cols, kb, prod, M, N, K, data):
+    spec = MatmulSpec(a_format="e4m3", b_format="e5m2", product_format=prod, accumulator="fp32",
+                      a_scale_block=(rows, kb), b_scale_block=(kb, cols), scale_at="products", output_format="bf16")
+    a, b, c = draw_operands(data, M, N, K, VALUES)
+    sa, sb = draw_scales(data, spec, M, N, K)
+    check_against_oracle(spec, a, b, c, sa, sb, 6)
+
+
+def test_product_scales_round_each_multiplication_to_fp32():
+    """(p·sa)·sb with two fp32 roundings differs from p·(sa·sb) and from scaling the sum."""
+    spec = MatmulSpec(a_format="e4m3", accumulator="fp32", a_scale_block=(None, None), b_scale_block=(None, None),
+                      scale_at="products", output_format="fp32")
+    a, b = np.array([[1.125]]), np.array([[1.0]])
+    sa, sb = np.float32(0.3), np.float32(1.7)
+    got = float(mm(a, b, spec, a_scale=sa, b_scale=sb)[0, 0])
+    want = float(np.float32(np.float32(np.float32(1.125) * sa) * sb))
+    assert got == want != float(np.float32(1.125) * np.float32(sa * sb))
