@@ -4,7 +4,8 @@ Subcommands so far:
 
 * ``precisionlab formats [NAME ...]`` -- the format catalogue with its derived facts;
 * ``precisionlab round VALUE ... --to FMT`` -- round values given on the command line
-  and show the result, its code, its neighbours and the rounding error.
+  and show the result, its code, its neighbours and the rounding error;
+* ``precisionlab conformance --golden [DIR]`` -- the golden suite, a table per file.
 
 Every subcommand is one ``_add_<name>(subparsers)`` function that builds its parser
 and sets ``func`` to a ``(args, out) -> int`` handler; :data:`SUBCOMMANDS` lists them.
@@ -618,6 +619,57 @@ def _add_round(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------
+# precisionlab conformance --golden
+# ---------------------------------------------------------------------------
+
+_GOLDEN_COLUMNS = [Column("file", "file"), Column("cases", "cases", align="right"),
+                   Column("match", "match", align="right"), Column("open_findings", "open findings", align="right"),
+                   Column("mismatch", "mismatch", align="right"), Column("skipped", "skipped", align="right"),
+                   Column("checked", "elements checked", align="right"),
+                   Column("matched", "elements matched", align="right")]
+
+
+def golden_rows(root: str | None = None, full: bool | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Per-file rows of the golden suite, and every case that is not a plain match."""
+    from . import golden
+
+    rows, notable = [], []
+    for path, results in golden.run_suite(root, full).items():
+        s = golden.summarize(results)
+        rows.append({"file": path, "cases": s["cases"], "match": s["match"], "open_findings": s["open finding"],
+                     "mismatch": s["mismatch"], "skipped": s["skipped"], "not_recorded": s["not recorded"],
+                     "elements": s["elements"], "checked": s["checked"], "matched": s["matched"]})
+        notable += [r for r in results if r.status in ("open finding", "mismatch", "skipped")]
+    return rows, notable
+
+
+def _run_conformance(args: argparse.Namespace, out: io.TextIOBase) -> int:
+    if args.golden is None:
+        raise ValueError("conformance needs --golden [DIR] (a golden folder; MODULE:FUNCTION targets are not "
+                         "available in this build)")
+    rows, notable = golden_rows(args.golden or None, True if args.full else None)
+    _emit(rows, _GOLDEN_COLUMNS, args.output, out)
+    if args.output in ("table", "markdown"):
+        for r in notable:
+            out.write(f"{r.status}: {r.file} {r.key}: {r.reason}\n")
+    return 1 if any(row["mismatch"] for row in rows) else 0
+
+
+def _add_conformance(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("conformance", parents=[_output_parent()], help="check golden files (or a kernel) against "
+                       "precisionlab's models", description="Run the golden suite: every recorded case of every "
+                       "golden file against the model precisionlab claims for it, bit for bit (NaN as NaN). "
+                       "Prints a table per file and lists open findings; exit status 1 on any mismatch that is "
+                       "not a documented open finding.")
+    p.add_argument("target", nargs="?", metavar="MODULE:FUNCTION", help=argparse.SUPPRESS)
+    p.add_argument("--golden", nargs="?", const="", default=None, metavar="DIR",
+                   help="golden folder with MANIFEST.json (default: the checkout's golden/)")
+    p.add_argument("--full", action="store_true", help="check every output element (slow without a fast "
+                   "matmul backend; by default a fixed sample of each matmul case)")
+    p.set_defaults(func=_run_conformance)
+
+
+# ---------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------
 
@@ -646,7 +698,7 @@ def _output_parent() -> argparse.ArgumentParser:
 
 
 #: One function per subcommand; each adds its parser to the subparsers and sets ``func``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_round]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_round, _add_conformance]
 
 
 def build_parser() -> argparse.ArgumentParser:
