@@ -201,8 +201,8 @@ def torch_cpu_spec(op: str, a_format: str, out_format: str, M: int, K: int, N: i
         spec = get_preset("torch_cpu_onednn_fp16")
     elif op == "bmm" and K * M * N < BMM_NAIVE_MACS:
         spec = replace(get_preset("torch_cpu_tn"), name="torch_cpu_bmm_naive")
-    elif b_transposed and not a_transposed:
-        spec = get_preset("torch_cpu_nt")
+    elif b_transposed and not a_transposed and a_format in ("bf16", "fp16"):
+        spec = get_preset("torch_cpu_nt")           # the reduced-float dot; float8 takes the generic kernel
     elif a_transposed and not b_transposed:
         spec = get_preset("torch_cpu_tn")
         if bias:

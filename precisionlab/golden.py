@@ -351,12 +351,13 @@ def _gpu_models(case: GoldenCase) -> list[Model]:
         spec = get_preset("h100_e4m3")
         b = TORCH_DTYPE_FORMAT[e["b_dtype"]]
         spec = dataclasses.replace(spec, b_format=None if b == "e4m3" else b, a_scale_block=(None, None),
-                                   b_scale_block=(None, None), scale_at="promotion", output_format=out)
-        fast = dataclasses.replace(spec, name="h100_e4m3")
-        promoted = dataclasses.replace(spec, promote_every=128)
-        first, other = (fast, promoted) if e.get("use_fast_accum") else (promoted, fast)
-        return [Model(_label(first, "h100_e4m3") + " [preset_hint]", first),
-                Model(_label(other, "h100_e4m3"), other)]
+                                   b_scale_block=(None, None), scale_at="output", output_format=out)
+        promote = None if e.get("use_fast_accum") else 128       # the hint: fp32 promotion without fast accum
+        claimed = dataclasses.replace(spec, promote_every=promote)
+        others = [dataclasses.replace(spec, promote_every=p, scale_at=w) for p in (None, 128)
+                  for w in ("output", "promotion") if (p, w) != (promote, "output")]
+        return [Model(_label(claimed, "h100_e4m3") + " [preset_hint; scales in the epilogue]", claimed)] + \
+            [Model(_label(o, "h100_e4m3"), o) for o in others]
     if "tf32" in key and "notf32" not in key:
         spec = get_preset("h100_tf32")
         rn = dataclasses.replace(spec, input_rounding="rne")
@@ -370,11 +371,11 @@ def _gpu_models(case: GoldenCase) -> list[Model]:
     base = "h100_bf16" if a == "bf16" else "h100_fp16"
     spec = dataclasses.replace(get_preset(base), output_format=out, c_format="fp32")
     models = [Model(_label(spec, base) + " [preset_hint]", spec)]
+    if "c_array" in e:            # the hint: "C added by the cuBLAS epilogue?": after the product sum, RNE
+        epilogue = dataclasses.replace(spec, c_mode="late_rn")
+        models.insert(0, Model(_label(epilogue, base) + " [preset_hint: C added by the cuBLAS epilogue]", epilogue))
     if out == "fp16":
         models.append(Model("h100_fp16_acc16", get_preset("h100_fp16_acc16")))
-    if "c_array" in e:
-        models.append(Model(_label(spec, base) + " + C added after the product sum (epilogue)",
-                            dataclasses.replace(spec, c_mode="late_rn")))
     return models + _gpu_variants(e, spec, base)
 
 
@@ -613,17 +614,26 @@ def verify_case(gf: GoldenFile, case: GoldenCase) -> dict:
 
 
 def verify_manifest(root: str | None = None, progress: Callable[..., None] = lambda *a: None,
-                    only: Callable[[str], bool] | None = None) -> dict:
-    """The manifest with a fresh ``verification`` section (files selected by ``only`` are redone)."""
+                    only: Callable[[str], bool] | None = None, incremental: bool = False) -> dict:
+    """The manifest with a fresh ``verification`` section for the files selected by ``only``.
+
+    ``incremental`` keeps the entries whose claimed model is still the one verified (a re-recorded
+    file has no entries: tools/make_golden.py drops them) and redoes the others."""
     man, files = open_golden(root)
     ver = man.setdefault("verification", {})
     for gf in files:
         if only is not None and not only(gf.path):
             continue
         gf.load()
+        old = ver.get(gf.path, {}) if incremental else {}
         section = {}
         for i, case in enumerate(gf.cases):
-            if case.recorded:
+            if not case.recorded:
+                continue
+            kept = old.get(case.key)
+            if kept is not None and kept.get("model") == case_models(gf, case, alternatives=False)[0].label:
+                section[case.key] = kept
+            else:
                 section[case.key] = verify_case(gf, case)
             if (i + 1) % 25 == 0:
                 progress(f"{gf.path}: {i + 1}/{len(gf.cases)} cases")

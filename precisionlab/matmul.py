@@ -21,7 +21,10 @@ The model of one output element, in the order it is computed:
    CUTLASS/DeepGEMM); with ``scale_at="products"`` each product (exact, or rounded to
    ``product_format``) is multiplied by its A scale and then by its B scale, each
    multiplication rounded to fp32 (RNE), before it is accumulated (oneDNN's reference
-   matmul, which ``torch._scaled_mm`` runs on CPU).  ``a_scale_block = (rows, k)`` and ``b_scale_block = (k, cols)``
+   matmul, which ``torch._scaled_mm`` runs on CPU); with ``scale_at="output"`` the accumulated
+   sum (after promotion, C included) is multiplied once by ``fp32(a_scale·b_scale)`` with one fp32
+   RNE rounding before the output rounding (cuBLASLt's ``alpha`` epilogue, H100 ``_scaled_mm``);
+   its scales must not vary along K.  ``a_scale_block = (rows, k)`` and ``b_scale_block = (k, cols)``
    give the block each scale covers; ``None`` in a block means the whole dimension.
 3. **Products** are exact, or rounded (RNE) to ``product_format`` (flushed like the
    accumulator when ``accumulator_subnormals=False``).
@@ -107,7 +110,7 @@ __all__ = ["MatmulSpec", "Order", "matmul", "rounding_events", "STEPS", "C_MODES
 STEPS = ("ieee", "fused", "pairwise", "exact")
 C_MODES = ("early", "late_rn", "late_rd")
 ALIGN_ROUNDINGS = ("rtz", "floor")
-SCALE_AT = ("operands", "promotion", "products")
+SCALE_AT = ("operands", "promotion", "products", "output")
 ORDER_KINDS = ("sequential", "interleaved", "lanes", "pairwise", "blocked", "split", "group", "strided")
 _WIDTH_ORDERS = ("interleaved", "lanes", "blocked", "split", "strided")
 #: How many nested orders each kind takes (blocked: none, or its inner order).
@@ -425,6 +428,11 @@ def _validate(spec: MatmulSpec) -> None:
                 raise ValueError(f"{arg}={block}: with scale_at='promotion' the K block ({block[k_axis]}) must be a "
                                  f"multiple of promote_every={spec.promote_every}, so that each promotion chunk has "
                                  "one scale")
+    if spec.scale_at == "output":
+        for arg, block, k_axis in (("a_scale_block", spec.a_scale_block, 1), ("b_scale_block", spec.b_scale_block, 0)):
+            if block is not None and block[k_axis] is not None:
+                raise ValueError(f"{arg}={block}: with scale_at='output' one scale covers all of K; use None for the "
+                                 "K block")
     if spec.name is not None and not isinstance(spec.name, str):
         raise TypeError(f"name={spec.name!r} must be a string or None")
 

@@ -345,6 +345,9 @@ class Oracle:
                     scale = self.fp32([product(sa[start] if sa else 1.0, sb[start] if sb else 1.0)])
                 outer = self.fp32([outer, product(partial, scale)])
             result = outer
+        if s.scale_at == "output" and (sa is not None or sb is not None):   # once, by fp32(sa·sb), in fp32
+            scale = self.fp32([product(sa[0] if sa else 1.0, sb[0] if sb else 1.0)])
+            result = self.fp32([product(result, scale)])
         if s.output_via is not None:
             result = self.round_to([result], s.output_via, s.output_rounding.value, event=True)
         return self.round_to([result], s.output_format, s.output_rounding.value,

@@ -551,3 +551,31 @@ def test_product_scales_round_each_multiplication_to_fp32():
     got = float(mm(a, b, spec, a_scale=sa, b_scale=sb)[0, 0])
     want = float(np.float32(np.float32(np.float32(1.125) * sa) * sb))
     assert got == want != float(np.float32(1.125) * np.float32(sa * sb))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rows=st.none() | st.integers(1, 2), cols=st.none() | st.integers(1, 2), promote=st.none() | st.integers(1, 4),
+       M=st.integers(1, 3), N=st.integers(1, 3), K=st.integers(0, 9), data=st.data())
+def test_output_scales_equal_the_oracle(rows, cols, promote, M, N, K, data):
+    spec = MatmulSpec(a_format="e4m3", b_format="e5m2", step="fused", k_fused=1, n_frac=13, accumulator="fp32",
+                      a_scale_block=(rows, None), b_scale_block=(None, cols), scale_at="output", promote_every=promote,
+                      output_format="bf16")
+    a, b, c = draw_operands(data, M, N, K, VALUES)
+    sa, sb = draw_scales(data, spec, M, N, K)
+    check_against_oracle(spec, a, b, c, sa, sb, 7)
+
+
+def test_output_scales_multiply_the_promoted_sum_once():
+    """Promotion without scales, then one multiplication: unlike scaling each promoted chunk."""
+    base = dict(a_format="e4m3", accumulator="fp32", a_scale_block=(None, None), b_scale_block=(None, None),
+                promote_every=1, output_format="fp32")
+    a, b = np.array([[1.0, 1.0, 1.0]]), np.array([[1.0], [2.0**-9], [2.0]])
+    sa, sb = np.float32(0.3), np.float32(1.7)
+    f32 = np.float32
+    s = f32(sa * sb)
+    out = float(mm(a, b, MatmulSpec(**base, scale_at="output"), a_scale=sa, b_scale=sb)[0, 0])
+    assert out == float(f32(f32(f32(1 + 2.0**-9) + 2) * s))
+    per_chunk = float(mm(a, b, MatmulSpec(**base, scale_at="promotion"), a_scale=sa, b_scale=sb)[0, 0])
+    assert per_chunk == float(f32(f32(s + f32(2.0**-9 * s)) + f32(2 * s))) != out
+    with pytest.raises(ValueError, match="scale_at='output' one scale covers all of K"):
+        MatmulSpec(**{**base, "a_scale_block": (1, 32)}, scale_at="output")

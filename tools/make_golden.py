@@ -605,10 +605,12 @@ def worker(name: str, out_dir: str) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="record only these configurations")
+    ap.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="record (or verify) only these configurations")
     ap.add_argument("--out", default=GOLDEN, help="golden folder (default: golden/ of this checkout)")
-    ap.add_argument("--verify", action="store_true", help="instead of recording: run precisionlab over every "
-                    "golden file and write the manifest's verification section")
+    ap.add_argument("--verify", action="store_true", help="instead of recording: run precisionlab over the golden "
+                    "files and write the manifest's verification section (cases whose claimed model is unchanged "
+                    "keep their entry; with --all every case is redone)")
+    ap.add_argument("--all", action="store_true", help="with --verify: redo every case")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -618,7 +620,8 @@ def main(argv=None) -> int:
     if args.verify:
         sys.path.insert(0, ROOT)
         from precisionlab import golden
-        man = golden.verify_manifest(args.out, progress=log)
+        only = None if not args.only else (lambda p: any(CONFIGS[n][0] == p for n in args.only))
+        man = golden.verify_manifest(args.out, progress=log, only=only, incremental=not args.all)
         write_manifest(manifest, man)
         return 0
     entries = []

@@ -558,6 +558,8 @@ class ReferenceMatmul:
                                                       sb[start] if sb is not None else 1.0), self.fp32)
                 outer = round_exact(total([outer, exact_product(partial, scale)]), self.fp32)
             result = outer
+        if spec.scale_at == "output" and (sa is not None or sb is not None):
+            result = output_scaled(self, result, sa, sb)
         if self.via is not None:
             result = round_exact(as_term(result), self.via, self.event())
         return round_exact(as_term(result), self.out, self.event())
@@ -627,3 +629,11 @@ def scaled_product(model: ReferenceMatmul, p, sa: float | None, sb: float | None
             p = as_term(round_exact(exact_product(p, s), model.fp32))
     exp = exponent(p, model.fp32.format.emin) if isinstance(p, Exact) and p.n else None
     return p, exp
+
+
+def output_scaled(model: ReferenceMatmul, result: float, sa: list | None, sb: list | None) -> float:
+    """``scale_at="output"``: the sum times fp32(a_scale·b_scale), rounded to fp32 (one scale along K)."""
+    first_a = sa[0] if sa else 1.0
+    first_b = sb[0] if sb else 1.0
+    scale = round_exact(exact_product(first_a, first_b), model.fp32)
+    return round_exact(exact_product(as_term(result), scale), model.fp32)
