@@ -625,6 +625,7 @@ def _add_round(sub: argparse._SubParsersAction) -> None:
 _GOLDEN_COLUMNS = [Column("file", "file"), Column("cases", "cases", align="right"),
                    Column("match", "match", align="right"), Column("open_findings", "open findings", align="right"),
                    Column("mismatch", "mismatch", align="right"), Column("skipped", "skipped", align="right"),
+                   Column("not_recorded", "not recorded", align="right"),
                    Column("checked", "elements checked", align="right"),
                    Column("matched", "elements matched", align="right")]
 

@@ -51,7 +51,7 @@ __all__ = ["GoldenError", "GoldenFile", "GoldenCase", "Model", "CaseResult", "op
 
 MANIFEST = "MANIFEST.json"
 #: Multiply-accumulates spent per matmul case when only the slow reference backend is available.
-PER_CASE_MACS = 256
+PER_CASE_MACS = 1024
 #: Output elements on which the alternatives of an open finding are tried (the claimed model: all).
 ALTERNATIVE_SAMPLE = 64
 #: CPU flags that choose the kernels of torch / oneDNN / XLA (a cpu_dependent case needs the same set).
