@@ -657,11 +657,14 @@ def _run_conformance(args: argparse.Namespace, out: io.TextIOBase) -> int:
 
 
 def _add_conformance(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("conformance", parents=[_output_parent()], help="check golden files (or a kernel) against "
-                       "precisionlab's models", description="Run the golden suite: every recorded case of every "
-                       "golden file against the model precisionlab claims for it, bit for bit (NaN as NaN). "
-                       "Prints a table per file and lists open findings; exit status 1 on any mismatch that is "
-                       "not a documented open finding.")
+    p = sub.add_parser("conformance", parents=[_output_parent()], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="check golden files (or a kernel) against precisionlab's models",
+                       description="Run the golden suite: every recorded case of every golden file against the\n"
+                                   "model precisionlab claims for it, bit for bit (NaN as NaN). Prints a table per\n"
+                                   "file and lists open findings; exit status 1 on any mismatch that is not a\n"
+                                   "documented open finding (golden/README.md).",
+                       epilog="examples:\n  precisionlab conformance --golden\n"
+                              "  precisionlab conformance --golden path/to/golden --full --format json")
     p.add_argument("target", nargs="?", metavar="MODULE:FUNCTION", help=argparse.SUPPRESS)
     p.add_argument("--golden", nargs="?", const="", default=None, metavar="DIR",
                    help="golden folder with MANIFEST.json (default: the checkout's golden/)")
