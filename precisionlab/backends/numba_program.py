@@ -19,8 +19,19 @@ import functools
 import numpy as np
 from numba import njit, prange
 
+from ..rounding import Rounding, fits_float32
 from . import numpy_backend as _reference
-from .numba_backend import _add_odd, _add_round, _fast_consts, _mode_params, _rne_fast, _round_any, _rtz_fast
+from .numba_backend import (
+    _FP32,
+    _add_odd,
+    _add_round,
+    _fast_consts,
+    _fma32,
+    _mode_params,
+    _rne_fast,
+    _round_any,
+    _rtz_fast,
+)
 
 #: Instructions: INIT r (r <- -0), ADD_PRODUCT r k (r <- r + a_k b_k), ADD r s (r <- r + s), one rounding each.
 INIT, ADD_PRODUCT, ADD = 0, 1, 2
@@ -146,6 +157,39 @@ def _run(a, b, c, out, prog, n_regs, result, P_acc, P_prod, has_prod):
         out[t, bi, m, :] = regs[result]
 
 
+@njit(parallel=True, cache=True)
+def _run_fp32(a, b, c, out, prog, n_regs, result, has_prod):
+    """:func:`_run` for an fp32 RNE accumulator in hardware: a product step is one fp32 FMA (exact
+    products) or an fp32 multiply then add (``product_format=fp32``); the additions are fp32 additions."""
+    n_tiles, n_batch, K, n_cols = b.shape
+    n_rows = a.shape[1]
+    for r in prange(n_tiles * n_batch * n_rows):
+        t = r // (n_batch * n_rows)
+        bi = (r // n_rows) % n_batch
+        m = r % n_rows
+        regs = np.empty((n_regs, n_cols), np.float32)
+        regs[0, :] = c[t, bi, m]
+        a_row, bt = a[bi, m], b[t, bi]
+        for i in range(prog.shape[0]):
+            op, dst, src = prog[i, 0], prog[i, 1], prog[i, 2]
+            x = regs[dst]
+            if op == 0:
+                x[:] = np.float32(-0.0)
+            elif op == 2:
+                y = regs[src]
+                for n in range(n_cols):
+                    x[n] = x[n] + y[n]
+            else:
+                ak, bk = a_row[src], bt[src]
+                if has_prod:
+                    for n in range(n_cols):
+                        x[n] = x[n] + ak * bk[n]
+                else:
+                    for n in range(n_cols):
+                        x[n] = _fma32(ak, bk[n], x[n])
+        out[t, bi, m, :] = regs[result]
+
+
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, spec, tile: int) -> np.ndarray:
     """The accumulated sums (batch, M, N) before the output rounding; ``a``, ``b``, ``c`` as the Numba
     backend's matmul_values has them (operand scales applied)."""
@@ -157,7 +201,16 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, spec, tile: int) 
     bt = _tiles(b, width)
     out = np.empty((bt.shape[0], a.shape[0], a.shape[1], width))
     prod = spec.product_spec()
-    P_acc = _mode_params(spec.accumulator_spec(None))
-    _run(a, bt, _tiles(c, width), out, prog, n_regs, result, P_acc, _mode_params(prod) if prod else P_acc,
-         prod is not None)
+    acc = spec.accumulator_spec(None)
+    if (acc.format == _FP32 and acc.rounding is Rounding.RNE and acc.subnormals and fits_float32(spec.a_format)
+            and fits_float32(spec.effective_b_format) and fits_float32(spec.effective_c_format)
+            and (prod is None or prod.format == _FP32)):
+        out32 = np.empty(out.shape, np.float32)
+        _run_fp32(a.astype(np.float32), _tiles(b.astype(np.float32), width), _tiles(c.astype(np.float32), width),
+                  out32, prog, n_regs, result, prod is not None)
+        out[...] = out32
+    else:
+        P_acc = _mode_params(acc)
+        _run(a, bt, _tiles(c, width), out, prog, n_regs, result, P_acc, _mode_params(prod) if prod else P_acc,
+             prod is not None)
     return np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N]
