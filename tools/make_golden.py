@@ -47,6 +47,7 @@ import time
 
 import ml_dtypes
 import numpy as np
+from golden_manifest import merge_manifest, write_manifest
 
 SEED = 20261201
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -561,30 +562,6 @@ def record_jax(config: str) -> tuple[Store, dict]:
 # the manifest
 # =====================================================================================================
 
-def write_manifest(path: str, man: dict) -> None:
-    text = json.dumps(man, indent=1)
-    text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
-    text = re.sub(r"\{\n\s*([^\[\]{}]*?)\n\s*\}", lambda m: "{" + re.sub(r",\n\s*", ", ", m.group(1)) + "}", text)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
-
-
-def merge(path: str, entries: list[dict]) -> None:
-    """Replace the entries of the recorded files, keep every other entry (and all other keys) as they are."""
-    man = {"version": 1, "files": []}
-    if os.path.exists(path):
-        with open(path) as f:
-            man = json.load(f)
-    paths = {e["path"] for e in entries}
-    kept = [e for e in man.get("files", []) if e.get("path") not in paths]
-    man["files"] = sorted(kept + entries, key=lambda e: e["path"])
-    for p in paths:
-        man.get("verification", {}).pop(p, None)       # stale: the file changed
-    write_manifest(path, man)
-
-
 def worker(name: str, out_dir: str) -> int:
     rel, _ = CONFIGS[name]
     t0 = time.time()
@@ -636,7 +613,7 @@ def main(argv=None) -> int:
                 entries.append(json.load(f))
             os.makedirs(os.path.dirname(os.path.join(args.out, rel)), exist_ok=True)
             os.replace(os.path.join(tmp, rel), os.path.join(args.out, rel))
-    merge(manifest, entries)
+    merge_manifest(manifest, entries)
     log(f"manifest {manifest}: {len(entries)} files recorded")
     return 0
 
