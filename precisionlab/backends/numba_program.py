@@ -125,9 +125,7 @@ def _run(a, b, c, out, prog, n_regs, result, P_acc, P_prod, has_prod):
     F = _fast_consts(P_acc)
     rne, rtz = P_acc[0] == 0, P_acc[0] == 2
     for r in prange(n_tiles * n_batch * n_rows):
-        t = r // (n_batch * n_rows)
-        bi = (r // n_rows) % n_batch
-        m = r % n_rows
+        t, bi, m = r // (n_batch * n_rows), (r // n_rows) % n_batch, r % n_rows
         regs = np.empty((n_regs, n_cols))
         regs[0, :] = c[t, bi, m]
         a_row, bt = a[bi, m], b[t, bi]
@@ -164,9 +162,7 @@ def _run_fp32(a, b, c, out, prog, n_regs, result, has_prod):
     n_tiles, n_batch, K, n_cols = b.shape
     n_rows = a.shape[1]
     for r in prange(n_tiles * n_batch * n_rows):
-        t = r // (n_batch * n_rows)
-        bi = (r // n_rows) % n_batch
-        m = r % n_rows
+        t, bi, m = r // (n_batch * n_rows), (r // n_rows) % n_batch, r % n_rows
         regs = np.empty((n_regs, n_cols), np.float32)
         regs[0, :] = c[t, bi, m]
         a_row, bt = a[bi, m], b[t, bi]
