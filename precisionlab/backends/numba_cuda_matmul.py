@@ -31,7 +31,7 @@ import numpy as np
 from numba import cuda, types
 
 from . import numba_cuda_device as D
-from .cuda import MATMUL_FIELDS, ORDER_CODES, SACC_BASE, SACC_LIMBS, STEP_CODES
+from .cuda import FUSED_MAX_K, MATMUL_FIELDS, ORDER_CODES, SACC_BASE, SACC_LIMBS, STEP_CODES
 
 U64 = np.uint64
 I64 = np.int64
@@ -42,6 +42,7 @@ _TOP62 = U64(1 << 62)
 FINITE, INF, NAN = D.FINITE, D.INF, D.NAN
 NO_EXP = -(1 << 40)                 # the exponent of a term that has none (zero or special)
 _STACK = 64                         # pairwise trees: depth log2(leaves) + 1
+_KF_MAX = FUSED_MAX_K               # products of one fused step
 
 # model fields (cuda.MATMUL_FIELDS) and round specs (cuda.MATMUL_SPECS)
 (F_STEP, F_K, F_NFRAC, F_FLOOR, F_CMODE, F_HAS_REF, F_REF, F_LATE, F_ORDER, F_WIDTH, F_LOG2W, F_CHUNK, F_PROMOTES,
@@ -119,59 +120,52 @@ def mul64(x, y):
     return hi, lo
 
 
-# ---- rounding exact values -----------------------------------------------------------------
+# ---- rounding exact values (the one rounding site of every operation) ----------------------
 
 @cuda.jit(device=True)
-def round_value(neg, kind, M, E, fp, sp, counter):
-    """±M·2^E (M < 2^62) or a special, rounded once: the value of the rounded code."""
-    return D.code_value(D.round_code(neg, kind, M, E, fp, sp, counter), fp)
-
-
-@cuda.jit(device=True)
-def round_wide(neg, hi, lo, E, fp, sp, counter):
-    """The code of ±(hi, lo)·2^E (below 2^127, possibly with a round-to-odd sticky bit at the
-    bottom) rounded once.  Above 62 bits the grid split is done here in 128 bits, the decision
-    by ``round_up``; the value then lies on the grid and ``round_code`` applies the policy."""
-    if hi == _Z and lo < _TOP62:
-        return D.round_code(neg, FINITE, lo, E, fp, sp, counter)
-    m = fp[1]
-    emin = (I64(1) if (fp[4] & I64(2)) != I64(0) else I64(0)) - fp[2]
-    e = E + bitlen128(hi, lo) - I64(1)
-    q = max(e, emin) - m
-    shift = q - E                                  # > 9: the value has more than 62 bits
-    nh, N = shr128(hi, lo, shift)
-    rh = hi
-    rl = lo
-    if shift < I64(128):
-        bh, bl = shl128(nh, N, shift)
-        rh, rl = sub128(hi, lo, bh, bl)
-    inexact = rh != _Z or rl != _Z
-    above_half = False
-    at_half = False
-    if shift < I64(128):                           # else half = 2^127 or more: below it
-        hh, hl = shl128(_Z, _1, shift - I64(1))
-        above_half = less128(hh, hl, rh, rl)
-        at_half = rh == hh and rl == hl
-    frac = _Z
-    if sp[0] == 6:                                 # sr: the top n bits of the remainder
-        d = shift - sp[3]
-        if d >= I64(0):
-            fh, frac = shr128(rh, rl, d)
-        else:
-            frac = rl << U64(-d)                   # rem < 2^shift < 2^n
-    if D.round_up(sp[0], neg, N, inexact, above_half, at_half, frac, sp, counter):
-        N = N + _1
-    return D.round_code(neg, FINITE, N, q, fp, sp, counter)
+def round_exact(neg, kind, hi, lo, E, fp, sp, counter):
+    """The code of ±(hi, lo)·2^E (kind FINITE: below 2^127, possibly with a round-to-odd sticky
+    bit at the bottom; else Inf / NaN) rounded once.  Above 62 bits the grid split is done here
+    in 128 bits and the decision by ``round_up``; the value then lies on the grid, and
+    ``round_code`` applies the policy (overflow, flushing, specials) as for any value."""
+    M = lo
+    if kind == FINITE and (hi != _Z or lo >= _TOP62):
+        m = fp[1]
+        emin = (I64(1) if (fp[4] & I64(2)) != I64(0) else I64(0)) - fp[2]
+        q = max(E + bitlen128(hi, lo) - I64(1), emin) - m
+        shift = q - E                              # > 9: the value has more than 62 bits
+        nh, M = shr128(hi, lo, shift)              # nh = 0: M < 2^(m + 1)
+        rh = hi
+        rl = lo
+        above_half = False
+        at_half = False
+        if shift < I64(128):                       # else half a place is 2^127 or more: above the value
+            bh, bl = shl128(nh, M, shift)
+            rh, rl = sub128(hi, lo, bh, bl)
+            hh, hl = shl128(_Z, _1, shift - I64(1))
+            above_half = less128(hh, hl, rh, rl)
+            at_half = rh == hh and rl == hl
+        inexact = rh != _Z or rl != _Z
+        frac = _Z
+        if sp[0] == 6:                             # sr: the top n bits of the remainder
+            d = shift - sp[3]
+            if d >= I64(0):
+                fh, frac = shr128(rh, rl, d)
+            else:
+                frac = rl << U64(-d)               # rem < 2^shift < 2^n
+        if D.round_up(sp[0], neg, M, inexact, above_half, at_half, frac, sp, counter):
+            M = M + _1
+        E = q
+    return D.round_code(neg, kind, M, E, fp, sp, counter)
 
 
 @cuda.jit(device=True)
-def round_wide_value(neg, kind, hi, lo, E, fp, sp, counter):
-    if kind != FINITE:
-        return D.code_value(D.round_code(neg, kind, _Z, I64(0), fp, sp, counter), fp)
-    return D.code_value(round_wide(neg, hi, lo, E, fp, sp, counter), fp)
+def round_to(neg, kind, hi, lo, E, fp, sp, counter):
+    """round_exact, as the value of the rounded code."""
+    return D.code_value(round_exact(neg, kind, hi, lo, E, fp, sp, counter), fp)
 
 
-# ---- exact arithmetic on values ---------------------------------------------------------------
+# ---- exact arithmetic on values -----------------------------------------------------------------
 
 @cuda.jit(device=True)
 def floor_log2(M, E):
@@ -255,48 +249,48 @@ def add_wide(xn, xhi, xlo, xE, yn, yhi, ylo, yE):
 
 
 @cuda.jit(device=True)
-def add_round_wide(xn, xk, xhi, xlo, xE, yn, yk, yhi, ylo, yE, fp, sp, counter):
-    """One addition x + y rounded once (DESIGN §6 special values; a zero sum is +0 unless both
-    are -0): the rounded value.  Operands below 2^125."""
+def exact_add(xn, xk, xhi, xlo, xE, yn, yk, yhi, ylo, yE):
+    """x + y before rounding, as (negative, kind, hi, lo, E): DESIGN §6 special values (NaN for a
+    NaN or Inf - Inf, else the Inf), a zero sum +0 unless both are -0.  Operands below 2^125."""
     if xk == NAN or yk == NAN or (xk == INF and yk == INF and xn != yn):
-        return round_value(False, NAN, _Z, I64(0), fp, sp, counter)
+        return False, NAN, _Z, _Z, I64(0)
     if xk == INF:
-        return round_value(xn, INF, _Z, I64(0), fp, sp, counter)
+        return xn, INF, _Z, _Z, I64(0)
     if yk == INF:
-        return round_value(yn, INF, _Z, I64(0), fp, sp, counter)
+        return yn, INF, _Z, _Z, I64(0)
     x0 = xhi == _Z and xlo == _Z
     y0 = yhi == _Z and ylo == _Z
     if x0 and y0:
-        return round_value(xn and yn, FINITE, _Z, I64(0), fp, sp, counter)
+        return xn and yn, FINITE, _Z, _Z, I64(0)
     if x0:
-        return D.code_value(round_wide(yn, yhi, ylo, yE, fp, sp, counter), fp)
+        return yn, FINITE, yhi, ylo, yE
     if y0:
-        return D.code_value(round_wide(xn, xhi, xlo, xE, fp, sp, counter), fp)
+        return xn, FINITE, xhi, xlo, xE
     if xhi == _Z and yhi == _Z:                     # narrow and close: the exact sum in 62 bits
         if xE >= yE:
             d = xE - yE
-            big, bigE, bign, small, smalln = xlo, xE, xn, ylo, yn
+            big, bign, small, smalln, low = xlo, xn, ylo, yn, yE
         else:
             d = yE - xE
-            big, bigE, bign, small, smalln = ylo, yE, yn, xlo, xn
+            big, bign, small, smalln, low = ylo, yn, xlo, xn, xE
         if D.bit_length(big) + d <= I64(60) and D.bit_length(small) <= I64(60):
             B = big << U64(d)
-            low = bigE - d
             if bign == smalln:
-                return round_value(bign, FINITE, B + small, low, fp, sp, counter)
+                return bign, FINITE, _Z, B + small, low
             if B > small:
-                return round_value(bign, FINITE, B - small, low, fp, sp, counter)
+                return bign, FINITE, _Z, B - small, low
             if small > B:
-                return round_value(smalln, FINITE, small - B, low, fp, sp, counter)
-            return round_value(False, FINITE, _Z, I64(0), fp, sp, counter)
+                return smalln, FINITE, _Z, small - B, low
+            return False, FINITE, _Z, _Z, I64(0)
     n, hi, lo, E = add_wide(xn, xhi, xlo, xE, yn, yhi, ylo, yE)
-    return D.code_value(round_wide(n, hi, lo, E, fp, sp, counter), fp)
+    return n, FINITE, hi, lo, E
 
 
 @cuda.jit(device=True)
-def add_round(xn, xk, xM, xE, yn, yk, yM, yE, fp, sp, counter):
-    """add_round_wide of two values below 2^62."""
-    return add_round_wide(xn, xk, _Z, xM, xE, yn, yk, _Z, yM, yE, fp, sp, counter)
+def add_round(x, y, fp, sp, counter):
+    """One addition of two values (below 2^62) rounded once: the rounded value."""
+    n, k, hi, lo, E = exact_add(x[0], x[1], _Z, x[2], x[3], y[0], y[1], _Z, y[2], y[3])
+    return round_to(n, k, hi, lo, E, fp, sp, counter)
 
 
 @cuda.jit(device=True)
@@ -328,19 +322,17 @@ def floor_shift(S, sh):
     return S >> (-sh)
 
 
+# ---- the exact (fixed-point) accumulator ----------------------------------------------------------
+
 @cuda.jit(device=True)
-def signed_value(S, q):
-    """The int64 S·2^q as a value (S != 0)."""
-    if S < I64(0):
-        return True, FINITE, U64(-S), q
-    return False, FINITE, U64(S), q
+def sacc_clear(L):
+    for j in range(SACC_LIMBS):
+        L[j] = I64(0)
 
-
-# ---- the exact (fixed-point) accumulator --------------------------------------------------------
 
 @cuda.jit(device=True)
 def sacc_add(L, neg, M, E):
-    """Add ±M·2^E (M < 2^53, inside the accumulator's range) to the limbs L."""
+    """Add ±M·2^E (0 < M < 2^53, inside the accumulator's range) to the limbs L."""
     o = E - _BASE
     j = o >> I64(5)
     r = U64(o & I64(31))
@@ -365,8 +357,9 @@ def sacc_carry(L):
 
 
 @cuda.jit(device=True)
-def sacc_round(L, negzero, fp, sp, counter):
-    """The code of the accumulator's exact value rounded once (exact zero: -0 if negzero, else +0)."""
+def sacc_value(L, negzero):
+    """The accumulator's value as (negative, hi, lo, E): exact, or its top 127 bits rounded to
+    odd (a sticky bit at the bottom); an exact zero is -0 if negzero, else +0."""
     sacc_carry(L)
     neg = L[SACC_LIMBS - 1] < I64(0)
     if neg:
@@ -377,8 +370,8 @@ def sacc_round(L, negzero, fp, sp, counter):
     while t >= 0 and L[t] == I64(0):
         t -= 1
     if t < 0:
-        return D.round_code(negzero, FINITE, _Z, I64(0), fp, sp, counter)
-    # the top 128 bits (from limbs t..t-4), the bits below as a sticky bit
+        return negzero, _Z, _Z, I64(0)
+    # the top 128 bits (limbs t..t-4), the bits below as a sticky bit
     hi = (U64(L[t]) << U64(32)) | (U64(L[t - 1]) if t >= 1 else _Z)
     lo = ((U64(L[t - 2]) << U64(32)) if t >= 2 else _Z) | (U64(L[t - 3]) if t >= 3 else _Z)
     s = I64(32) - D.bit_length(U64(L[t]))
@@ -394,16 +387,14 @@ def sacc_round(L, negzero, fp, sp, counter):
         for j in range(t - 4):
             if L[j] != I64(0):
                 sticky = True
-    E = _BASE + I64(32) * (I64(t) - I64(3)) - s
-    sticky = sticky or (lo & _1) == _1                  # one place down (below 2^127), round to odd
+    sticky = sticky or (lo & _1) == _1                   # one place down (below 2^127), round to odd
     hi, lo = shr128(hi, lo, I64(1))
     if sticky:
         lo = lo | _1
-    E = E + I64(1)
-    return round_wide(neg, hi, lo, E, fp, sp, counter)
+    return neg, hi, lo, _BASE + I64(32) * (I64(t) - I64(3)) - s + I64(1)
 
 
-# ---- products ------------------------------------------------------------------------------------
+# ---- products ---------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
 def term(a, b, bi, m, n, k, mp, specs):
@@ -421,16 +412,16 @@ def term(a, b, bi, m, n, k, mp, specs):
     sb, eb = strip_zeros(bM, bE)
     M = sa * sb                                      # < 2^48
     E = ea + eb
-    if mp[F_HAS_PRODUCT] != 0:
-        pf, ps = specs[S_PROD]
-        neg, kind, M, E = round_value(neg, FINITE, M, E, pf, ps, _Z)
-        if kind != FINITE or M == _Z:
-            return neg, kind, M, E, I64(NO_EXP)
-        return neg, FINITE, M, E, exponent(M, E, mp[F_PROD_EMIN])
-    return neg, FINITE, M, E, exponent(aM, aE, mp[F_A_EMIN]) + exponent(bM, bE, mp[F_B_EMIN])
+    if mp[F_HAS_PRODUCT] == 0:
+        return neg, FINITE, M, E, exponent(aM, aE, mp[F_A_EMIN]) + exponent(bM, bE, mp[F_B_EMIN])
+    pf, ps = specs[S_PROD]
+    neg, kind, M, E = round_to(neg, FINITE, _Z, M, E, pf, ps, _Z)
+    if kind != FINITE or M == _Z:
+        return neg, kind, M, E, I64(NO_EXP)
+    return neg, FINITE, M, E, exponent(M, E, mp[F_PROD_EMIN])
 
 
-# ---- pairwise trees (depth first, counters of the reference's level order) ----------------------
+# ---- pairwise trees: depth first, with the counters of the reference's level order ----------------
 
 @cuda.jit(device=True)
 def level_order_event(n, level, i):
@@ -453,56 +444,48 @@ def bit_reverse(t, bits):
 
 
 @cuda.jit(device=True)
-def tree_merge(sN, sK, sM, sE, sS, sL, depth, n_leaves, halving, logw, base, fp, sp):
-    """Merge the top two stack entries (left + right) into the left one."""
-    left = depth - 2
-    level = sL[left] + I64(1)
-    if halving:                                     # lanes: s[i] += s[i + h] for h = w/2, ..., 1
-        h = (I64(1) << I64(logw)) >> level
-        counter = base + U64(((I64(1) << I64(logw)) - I64(2) * h) + bit_reverse(sS[left], logw))
-    else:
-        counter = base + U64(level_order_event(n_leaves, level, sS[left] >> level))
-    r = add_round(sN[left] != I64(0), sK[left], sM[left], sE[left], sN[left + 1] != I64(0), sK[left + 1],
-                  sM[left + 1], sE[left + 1], fp, sp, counter)
-    sN[left] = I64(1) if r[0] else I64(0)
-    sK[left] = r[1]
-    sM[left] = r[2]
-    sE[left] = r[3]
-    sL[left] = level
+def tree_put(sN, sK, sM, sE, sS, sL, i, v, start, level):
+    sN[i] = I64(1) if v[0] else I64(0)
+    sK[i] = v[1]
+    sM[i] = v[2]
+    sE[i] = v[3]
+    sS[i] = start
+    sL[i] = level
 
 
 @cuda.jit(device=True)
-def tree_push(sN, sK, sM, sE, sS, sL, depth, v, start, n_leaves, halving, logw, base, fp, sp):
-    """Push leaf ``start``; merge while the two top entries are trees of one height."""
-    sN[depth] = I64(1) if v[0] else I64(0)
-    sK[depth] = v[1]
-    sM[depth] = v[2]
-    sE[depth] = v[3]
-    sS[depth] = start
-    sL[depth] = I64(0)
-    depth += 1
-    while depth >= 2 and sL[depth - 1] == sL[depth - 2]:
-        tree_merge(sN, sK, sM, sE, sS, sL, depth, n_leaves, halving, logw, base, fp, sp)
+def tree_get(sN, sK, sM, sE, i):
+    return sN[i] != I64(0), sK[i], sM[i], sE[i]
+
+
+@cuda.jit(device=True)
+def tree_reduce(sN, sK, sM, sE, sS, sL, depth, finishing, n_leaves, halving, logw, base, fp, sp):
+    """Merge the two top entries (left + right) while they are trees of one height, or, when
+    ``finishing``, until one is left: the level order's odd last nodes moving up.  The counter
+    of each addition is its place in the reference's schedule: level order, or (``halving``,
+    lanes(2^logw)) ``s[i] += s[i + h]`` for h = w/2, ..., 1, whose leaves are pushed here in
+    bit-reversed order."""
+    while depth >= 2 and (finishing or sL[depth - 1] == sL[depth - 2]):
+        left = depth - 2
+        level = sL[left] + I64(1)
+        if halving:
+            h = (I64(1) << logw) >> level
+            counter = base + U64((I64(1) << logw) - I64(2) * h + bit_reverse(sS[left], logw))
+        else:
+            counter = base + U64(level_order_event(n_leaves, level, sS[left] >> level))
+        r = add_round(tree_get(sN, sK, sM, sE, left), tree_get(sN, sK, sM, sE, left + 1), fp, sp, counter)
+        tree_put(sN, sK, sM, sE, sS, sL, left, r, sS[left], level)
         depth -= 1
     return depth
 
 
-@cuda.jit(device=True)
-def tree_finish(sN, sK, sM, sE, sS, sL, depth, n_leaves, base, fp, sp):
-    """Merge what is left from the right: the level order's odd last nodes moving up."""
-    while depth >= 2:
-        tree_merge(sN, sK, sM, sE, sS, sL, depth, n_leaves, False, 0, base, fp, sp)
-        depth -= 1
-    return sN[0] != I64(0), sK[0], sM[0], sE[0]
-
-
-# ---- one step -------------------------------------------------------------------------------------
+# ---- one step ---------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
 def ieee_step(acc, a, b, bi, m, n, k, mp, specs, counter):
     fp, sp = specs[S_ACC]
-    pn, pk, pM, pE, pe = term(a, b, bi, m, n, k, mp, specs)
-    return add_round(acc[0], acc[1], acc[2], acc[3], pn, pk, pM, pE, fp, sp, counter)
+    t = term(a, b, bi, m, n, k, mp, specs)
+    return add_round(acc, (t[0], t[1], t[2], t[3]), fp, sp, counter)
 
 
 @cuda.jit(device=True)
@@ -518,57 +501,20 @@ def pairwise_step(acc, a, b, bi, m, n, k0, k1, mp, specs, counter):
     n_leaves = k1 - k0
     depth = 0
     for k in range(k0, k1):
-        pn, pk, pM, pE, pe = term(a, b, bi, m, n, k, mp, specs)
-        depth = tree_push(sN, sK, sM, sE, sS, sL, depth, (pn, pk, pM, pE), k - k0, n_leaves, False, 0, counter,
-                          fp, sp)
-    t = tree_finish(sN, sK, sM, sE, sS, sL, depth, n_leaves, counter, fp, sp)
-    return add_round(acc[0], acc[1], acc[2], acc[3], t[0], t[1], t[2], t[3], fp, sp,
-                     counter + U64(n_leaves - I64(1)))
-
-
-@cuda.jit(device=True)
-def exact_sum_round(c, use_c, a, b, bi, m, n, k0, k1, mp, specs, fp, sp, counter):
-    """Products k0..k1 (and c when use_c) summed exactly, rounded once: the value."""
-    L = cuda.local.array(SACC_LIMBS, types.int64)
-    for j in range(SACC_LIMBS):
-        L[j] = I64(0)
-    nan = False
-    pinf = False
-    ninf = False
-    negzero = True
-    if use_c:
-        nan = c[1] == NAN
-        pinf = c[1] == INF and not c[0]
-        ninf = c[1] == INF and c[0]
-        if c[1] == FINITE:
-            negzero = c[0] and c[2] == _Z
-            if c[2] != _Z:
-                sacc_add(L, c[0], c[2], c[3])
-    for k in range(k0, k1):
-        pn, pk, pM, pE, pe = term(a, b, bi, m, n, k, mp, specs)
-        if pk == NAN:
-            nan = True
-        elif pk == INF:
-            if pn:
-                ninf = True
-            else:
-                pinf = True
-        else:
-            if pM != _Z or not pn:
-                negzero = False
-            if pM != _Z:
-                sacc_add(L, pn, pM, pE)
-    if nan or (pinf and ninf):
-        return round_value(False, NAN, _Z, I64(0), fp, sp, counter)
-    if pinf or ninf:
-        return round_value(ninf, INF, _Z, I64(0), fp, sp, counter)
-    return D.code_value(sacc_round(L, negzero, fp, sp, counter), fp)
+        t = term(a, b, bi, m, n, k, mp, specs)
+        tree_put(sN, sK, sM, sE, sS, sL, depth, (t[0], t[1], t[2], t[3]), k - k0, I64(0))
+        depth = tree_reduce(sN, sK, sM, sE, sS, sL, depth + 1, k == k1 - 1, n_leaves, False, I64(0), counter, fp, sp)
+    return add_round(acc, tree_get(sN, sK, sM, sE, 0), fp, sp, counter + U64(n_leaves - I64(1)))
 
 
 @cuda.jit(device=True)
 def fused_step(acc, a, b, bi, m, n, k0, k1, mp, specs, counter):
-    """The tensor-core block FMA (DESIGN §6 'fused') with C early, late_rn or late_rd."""
+    """The tensor-core block FMA (DESIGN §6 'fused') with C early, late_rn or late_rd.  The
+    products are computed once into local arrays (k_fused <= 64), then cut and summed."""
     fp, sp = specs[S_ACC]
+    tN = cuda.local.array(_KF_MAX, types.boolean)
+    tM = cuda.local.array(_KF_MAX, types.uint64)
+    tE = cuda.local.array(_KF_MAX, types.int64)
     an, ak, aM, aE = acc
     c_mode = mp[F_CMODE]
     n_frac = mp[F_NFRAC]
@@ -581,6 +527,9 @@ def fused_step(acc, a, b, bi, m, n, k0, k1, mp, specs, counter):
     negzero = True                                   # every product is -0
     for k in range(k0, k1):
         pn, pk, pM, pE, pe = term(a, b, bi, m, n, k, mp, specs)
+        tN[k - k0] = pn
+        tM[k - k0] = pM if pk == FINITE else _Z
+        tE[k - k0] = pE
         if pk == NAN:
             nan = True
         elif pk == INF:
@@ -593,73 +542,81 @@ def fused_step(acc, a, b, bi, m, n, k0, k1, mp, specs, counter):
                 negzero = False
             if pM != _Z:
                 e_ref = max(e_ref, pe)
-    if nan or (pinf and ninf):
-        return round_value(False, NAN, _Z, I64(0), fp, sp, counter)
-    if pinf or ninf:
-        return round_value(ninf, INF, _Z, I64(0), fp, sp, counter)
     early = c_mode == 0
-    if c_mode == 2:                                  # late_rd: AMD CDNA3's two stages
+    if early and ak == FINITE:
+        if aM != _Z or not an:
+            negzero = False
+        if aM != _Z:
+            e_ref = max(e_ref, exponent(aM, aE, acc_emin))
+    # the step's exact result before its rounding: (xn, xk, xh, xl, xE)
+    xn = False
+    xk = FINITE
+    xh = _Z
+    xl = _Z
+    xE = I64(0)
+    if nan or (pinf and ninf):
+        xk = NAN
+    elif pinf or ninf:
+        xn = ninf
+        xk = INF
+    elif c_mode == 2:                                # late_rd: AMD CDNA3's two stages
         Sd = I64(0)
         qd = e_ref - n_frac
         if e_ref != I64(NO_EXP):
-            for k in range(k0, k1):
-                pn, pk, pM, pE, pe = term(a, b, bi, m, n, k, mp, specs)
-                if pM != _Z:
-                    Sd += cut(pn, pM, pE, qd, floor_mode)
+            for i in range(k1 - k0):
+                if tM[i] != _Z:
+                    Sd += cut(tN[i], tM[i], tE[i], qd, floor_mode)
         late = mp[F_LATE]
         e_c = exponent(aM, aE, acc_emin) if aM != _Z else acc_emin
         e_max = e_c if e_ref == I64(NO_EXP) else max(e_ref, e_c)
         q2 = e_max - late - I64(1)
         qc = e_max - n_frac
         low = min(q2, qc)
-        s = I64(0)
+        S = I64(0)
         if Sd != I64(0):
-            s = floor_shift(Sd, qd - q2) << (q2 - low)
+            S = floor_shift(Sd, qd - q2) << (q2 - low)
         if aM != _Z:
-            s += cut(an, aM, aE, qc, True) << (qc - low)
-        if s == I64(0):
-            return round_value(negzero and an and aM == _Z, FINITE, _Z, I64(0), fp, sp, counter)
-        mag = U64(-s) if s < I64(0) else U64(s)
-        q3 = max(floor_log2(mag, low), acc_emin) - late
-        if q3 > low:
-            s = floor_shift(s, low - q3)
-            low = q3
-        v = signed_value(s, low)
-        return round_value(v[0], v[1], v[2], v[3], fp, sp, counter)
-    if early and ak == FINITE:
-        if aM != _Z or not an:
-            negzero = False
-        if aM != _Z:
-            e_ref = max(e_ref, exponent(aM, aE, acc_emin))
-    if n_frac < I64(0):                              # no cut: the exact block FMA
-        d = exact_sum_round(acc, early, a, b, bi, m, n, k0, k1, mp, specs, fp, sp, counter)
+            S += cut(an, aM, aE, qc, True) << (qc - low)
+        if S == I64(0):
+            xn = negzero and an and aM == _Z
+        else:
+            mag = U64(-S) if S < I64(0) else U64(S)
+            q3 = max(floor_log2(mag, low), acc_emin) - late
+            if q3 > low:
+                S = floor_shift(S, low - q3)
+                low = q3
+            xn = S < I64(0)
+            xl = U64(-S) if S < I64(0) else U64(S)
+            xE = low
+    elif n_frac < I64(0):                            # no cut: the exact block FMA
+        L = cuda.local.array(SACC_LIMBS, types.int64)
+        sacc_clear(L)
+        for i in range(k1 - k0):
+            if tM[i] != _Z:
+                sacc_add(L, tN[i], tM[i], tE[i])
+        if early and aM != _Z:
+            sacc_add(L, an, aM, aE)
+        xn, xh, xl, xE = sacc_value(L, negzero)
     else:
         S = I64(0)
         q = e_ref - n_frac
         if e_ref != I64(NO_EXP):
-            for k in range(k0, k1):
-                pn, pk, pM, pE, pe = term(a, b, bi, m, n, k, mp, specs)
-                if pM != _Z:
-                    S += cut(pn, pM, pE, q, floor_mode)
+            for i in range(k1 - k0):
+                if tM[i] != _Z:
+                    S += cut(tN[i], tM[i], tE[i], q, floor_mode)
             if early and aM != _Z:
                 S += cut(an, aM, aE, q, floor_mode)
         if S == I64(0):
-            d = round_value(negzero, FINITE, _Z, I64(0), fp, sp, counter)
+            xn = negzero
         else:
-            v = signed_value(S, q)
-            d = round_value(v[0], v[1], v[2], v[3], fp, sp, counter)
-    if early:
-        return d
-    rf, rs = specs[S_RNE]                            # late_rn: one RNE addition of C
-    return add_round(d[0], d[1], d[2], d[3], an, ak, aM, aE, rf, rs, _Z)
-
-
-@cuda.jit(device=True)
-def step_events(j, length, mp):
-    """Rounding events of the first j steps of a chunk of ``length`` K elements."""
-    if mp[F_STEP] == PAIRWISE_STEP:
-        return min(j * mp[F_K], length)
-    return j
+            xn = S < I64(0)
+            xl = U64(-S) if S < I64(0) else U64(S)
+            xE = q
+    d = round_to(xn, xk, xh, xl, xE, fp, sp, counter)
+    if c_mode == 1 and xk == FINITE:                 # late_rn: one RNE addition of C
+        rf, rs = specs[S_RNE]
+        d = add_round(d, acc, rf, rs, _Z)
+    return d
 
 
 @cuda.jit(device=True)
@@ -675,7 +632,51 @@ def step_at(acc, a, b, bi, m, n, ks, ke, j, mp, specs, counter):
     return pairwise_step(acc, a, b, bi, m, n, k0, k1, mp, specs, counter)
 
 
-# ---- the order of the steps over one chunk -------------------------------------------------------
+@cuda.jit(device=True)
+def exact_chunk(c0, a, b, bi, m, n, ks, ke, mp, specs, counter):
+    """step='exact': the chunk's products and c0 summed exactly, rounded once."""
+    fp, sp = specs[S_ACC]
+    L = cuda.local.array(SACC_LIMBS, types.int64)
+    sacc_clear(L)
+    nan = c0[1] == NAN
+    pinf = c0[1] == INF and not c0[0]
+    ninf = c0[1] == INF and c0[0]
+    negzero = c0[1] == FINITE and c0[0] and c0[2] == _Z
+    if c0[1] == FINITE and c0[2] != _Z:
+        sacc_add(L, c0[0], c0[2], c0[3])
+    for k in range(ks, ke):
+        pn, pk, pM, pE, pe = term(a, b, bi, m, n, k, mp, specs)
+        if pk == NAN:
+            nan = True
+        elif pk == INF:
+            if pn:
+                ninf = True
+            else:
+                pinf = True
+        else:
+            if pM != _Z or not pn:
+                negzero = False
+            if pM != _Z:
+                sacc_add(L, pn, pM, pE)
+    xn, xh, xl, xE = sacc_value(L, negzero)
+    xk = FINITE
+    if nan or (pinf and ninf):
+        xk = NAN
+    elif pinf or ninf:
+        xn = ninf
+        xk = INF
+    return round_to(xn, xk, xh, xl, xE, fp, sp, counter)
+
+
+# ---- the order of the steps over one chunk -----------------------------------------------------------
+
+@cuda.jit(device=True)
+def step_events(j, length, mp):
+    """Rounding events of the first j steps of a chunk of ``length`` K elements."""
+    if mp[F_STEP] == PAIRWISE_STEP:
+        return min(j * mp[F_K], length)
+    return j
+
 
 @cuda.jit(device=True)
 def chunk_events(length, mp):
@@ -697,90 +698,101 @@ def chunk_events(length, mp):
 
 
 @cuda.jit(device=True)
-def lane_sum(lane, a, b, bi, m, n, ks, ke, full, mp, specs, base):
-    """Partial sum ``lane`` of interleaved / lanes: steps lane, lane + w, ... below ``full``, from -0."""
-    s = (True, FINITE, _Z, I64(0))
-    length = ke - ks
-    for j in range(lane, full, mp[F_WIDTH]):
-        s = step_at(s, a, b, bi, m, n, ks, ke, j, mp, specs, base + U64(step_events(j, length, mp)))
-    return s
+def group_steps(order, g, w, logw, per_block, n_steps, full):
+    """The steps of group g of an order, as (count, first, stride, tail): steps first,
+    first + stride, ... (count of them), then the steps full .. full + tail - 1.  Groups:
+    sequential one (every step); blocked one per block; pairwise one per step (the tree's
+    leaves); interleaved one per partial sum, the tail in partial sum 0; lanes one per partial
+    sum in bit-reversed order (the halving tree's leaves), then one for the tail."""
+    if order == SEQUENTIAL:
+        return n_steps, I64(0), I64(1), I64(0)
+    if order == BLOCKED:
+        return min(per_block, n_steps - g * per_block), g * per_block, I64(1), I64(0)
+    if order == PAIRWISE:
+        return I64(1), g, I64(1), I64(0)
+    per_lane = full // w
+    if order == INTERLEAVED:
+        return per_lane, g, w, (n_steps - full) if g == I64(0) else I64(0)
+    if g == w:
+        return I64(0), I64(0), I64(1), n_steps - full
+    return per_lane, bit_reverse(g, logw), w, I64(0)
 
 
 @cuda.jit(device=True)
 def chunk_sum(c0, a, b, bi, m, n, ks, ke, mp, specs, base):
-    """The chunk ks..ke summed from c0 in the spec's order; its counters start at ``base``."""
-    fp, sp = specs[S_ACC]
+    """The chunk ks..ke summed from c0 in the spec's order; its counters start at ``base``.
+
+    Every order is a loop over groups of steps (see group_steps), each summed from -0 (from c0
+    in sequential order, from the tree's root for the lanes' tail) and then combined: blocks
+    and interleaved partial sums by one addition, pairwise / lanes leaves into a tree.  One
+    call of each step and addition in the loop body keeps the compiled kernel small."""
     if mp[F_STEP] == EXACT:
-        return exact_sum_round(c0, True, a, b, bi, m, n, ks, ke, mp, specs, fp, sp, base)
-    k = mp[F_K]
-    w = mp[F_WIDTH]
-    length = ke - ks
-    n_steps = (length + k - I64(1)) // k
-    order = mp[F_ORDER]
-    if order == SEQUENTIAL:
-        acc = c0
-        for j in range(n_steps):
-            acc = step_at(acc, a, b, bi, m, n, ks, ke, j, mp, specs, base + U64(step_events(j, length, mp)))
-        return acc
-    if order == BLOCKED:
-        per_block = w // k
-        acc = c0
-        cnt = base
-        for j0 in range(0, n_steps, per_block):
-            blk = (True, FINITE, _Z, I64(0))
-            for j in range(j0, min(j0 + per_block, n_steps)):
-                blk = step_at(blk, a, b, bi, m, n, ks, ke, j, mp, specs, cnt)
-                cnt += U64(step_events(j + 1, length, mp) - step_events(j, length, mp))
-            acc = add_round(acc[0], acc[1], acc[2], acc[3], blk[0], blk[1], blk[2], blk[3], fp, sp, cnt)
-            cnt += _1
-        return acc
-    total = base + U64(step_events(n_steps, length, mp))
-    if order == PAIRWISE:
-        sN = cuda.local.array(_STACK, types.int64)
-        sK = cuda.local.array(_STACK, types.int64)
-        sM = cuda.local.array(_STACK, types.uint64)
-        sE = cuda.local.array(_STACK, types.int64)
-        sS = cuda.local.array(_STACK, types.int64)
-        sL = cuda.local.array(_STACK, types.int64)
-        depth = 0
-        for j in range(n_steps):
-            v = step_at((True, FINITE, _Z, I64(0)), a, b, bi, m, n, ks, ke, j, mp, specs,
-                        base + U64(step_events(j, length, mp)))
-            depth = tree_push(sN, sK, sM, sE, sS, sL, depth, v, j, n_steps, False, 0, total, fp, sp)
-        r = (True, FINITE, _Z, I64(0))
-        if n_steps > 0:
-            r = tree_finish(sN, sK, sM, sE, sS, sL, depth, n_steps, total, fp, sp)
-        return add_round(c0[0], c0[1], c0[2], c0[3], r[0], r[1], r[2], r[3], fp, sp,
-                         total + U64(max(n_steps - I64(1), I64(0))))
-    full = n_steps - n_steps % w
-    if order == INTERLEAVED:
-        r = lane_sum(0, a, b, bi, m, n, ks, ke, full, mp, specs, base)
-        for j in range(full, n_steps):
-            r = step_at(r, a, b, bi, m, n, ks, ke, j, mp, specs, base + U64(step_events(j, length, mp)))
-        for i in range(1, w):
-            s = lane_sum(i, a, b, bi, m, n, ks, ke, full, mp, specs, base)
-            r = add_round(r[0], r[1], r[2], r[3], s[0], s[1], s[2], s[3], fp, sp, total + U64(i - 1))
-        return add_round(c0[0], c0[1], c0[2], c0[3], r[0], r[1], r[2], r[3], fp, sp, total + U64(w - 1))
-    # lanes: w partial sums, the halving tree (depth first, leaves in bit-reversed order), the tail
-    logw = mp[F_LOG2W]
+        return exact_chunk(c0, a, b, bi, m, n, ks, ke, mp, specs, base)
+    fp, sp = specs[S_ACC]
     sN = cuda.local.array(_STACK, types.int64)
     sK = cuda.local.array(_STACK, types.int64)
     sM = cuda.local.array(_STACK, types.uint64)
     sE = cuda.local.array(_STACK, types.int64)
     sS = cuda.local.array(_STACK, types.int64)
     sL = cuda.local.array(_STACK, types.int64)
-    depth = 0
-    tree_base = base + U64(step_events(full, length, mp))
-    for t in range(w):
-        v = lane_sum(bit_reverse(I64(t), logw), a, b, bi, m, n, ks, ke, full, mp, specs, base)
-        depth = tree_push(sN, sK, sM, sE, sS, sL, depth, v, I64(t), w, True, logw, tree_base, fp, sp)
-    r = (sN[0] != I64(0), sK[0], sM[0], sE[0])
-    for j in range(full, n_steps):
-        r = step_at(r, a, b, bi, m, n, ks, ke, j, mp, specs, base + U64(step_events(j, length, mp) + w - 1))
-    return add_round(c0[0], c0[1], c0[2], c0[3], r[0], r[1], r[2], r[3], fp, sp, total + U64(w - 1))
+    k = mp[F_K]
+    w = mp[F_WIDTH]
+    order = mp[F_ORDER]
+    length = ke - ks
+    n_steps = (length + k - I64(1)) // k
+    full = n_steps - n_steps % w
+    per_block = w // k
+    total = base + U64(step_events(n_steps, length, mp))
+    n_groups = I64(1)
+    if order == BLOCKED:
+        n_groups = (n_steps + per_block - I64(1)) // per_block
+    elif order == PAIRWISE:
+        n_groups = n_steps
+    elif order == INTERLEAVED:
+        n_groups = w
+    elif order == LANES:
+        n_groups = w + I64(1)
+    tree = order == PAIRWISE or order == LANES
+    acc = c0                      # the running sum of sequential and blocked
+    r = (True, FINITE, _Z, I64(0))  # the result of the other orders, before C is added
+    depth = I64(0)
+    for g in range(n_groups):
+        count, first, stride, tail = group_steps(order, g, w, mp[F_LOG2W], per_block, n_steps, full)
+        s = (True, FINITE, _Z, I64(0))
+        if order == SEQUENTIAL:
+            s = c0
+        elif order == LANES and g == w:
+            s = r
+        offset = g if order == BLOCKED else I64(0)            # the block additions before
+        for idx in range(count + tail):
+            j = first + idx * stride if idx < count else full + idx - count
+            extra = offset + (w - I64(1) if (order == LANES and j >= full) else I64(0))
+            s = step_at(s, a, b, bi, m, n, ks, ke, j, mp, specs, base + U64(step_events(j, length, mp) + extra))
+        if tree and g < n_groups - (I64(1) if order == LANES else I64(0)):
+            last = g == n_groups - (I64(2) if order == LANES else I64(1))
+            tree_put(sN, sK, sM, sE, sS, sL, depth, s, g, I64(0))
+            tree_base = total if order == PAIRWISE else base + U64(step_events(full, length, mp))
+            depth = tree_reduce(sN, sK, sM, sE, sS, sL, depth + I64(1), last, n_steps, order == LANES,
+                                mp[F_LOG2W], tree_base, fp, sp)
+            if last:
+                r = tree_get(sN, sK, sM, sE, 0)
+        elif order == SEQUENTIAL or order == LANES or (order == INTERLEAVED and g == I64(0)):
+            r = s
+        else:                       # blocked: acc + block; interleaved: r + partial sum g
+            if order == BLOCKED:
+                cnt = base + U64(step_events(min((g + I64(1)) * per_block, n_steps), length, mp) + g)
+                acc = add_round(acc, s, fp, sp, cnt)
+            else:
+                r = add_round(r, s, fp, sp, total + U64(g - I64(1)))
+    if order == SEQUENTIAL:
+        return r
+    if order == BLOCKED:
+        return acc
+    last_add = total + U64(max(n_steps - I64(1), I64(0)) if order == PAIRWISE else w - I64(1))
+    return add_round(c0, r, fp, sp, last_add)
 
 
-# ---- one output element ----------------------------------------------------------------------------
+# ---- one output element --------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
 def scale_value(x_bits, s_bits, fp, sp):
@@ -788,17 +800,16 @@ def scale_value(x_bits, s_bits, fp, sp):
     xn, xk, xM, xE = D.unpack_float(x_bits, True)
     sn, sk, sM, sE = D.unpack_float(s_bits, True)
     neg, kind, hi, lo, E = mul_wide(xn, xk, xM, xE, sn, sk, sM, sE)
-    if kind == FINITE and hi == _Z and lo == _Z:
-        return round_value(neg, FINITE, _Z, I64(0), fp, sp, _Z)
-    return round_wide_value(neg, kind, hi, lo, E, fp, sp, _Z)
+    return round_to(neg, kind, hi, lo, E, fp, sp, _Z)
 
 
 @cuda.jit(device=True)
 def scaled_operand_bits(x_bits, s_bits, fp, sp):
     """The float64 bits of fp32(x · s) (scale_at='operands')."""
-    v = scale_value(x_bits, s_bits, fp, sp)
-    code = D.round_code(v[0], v[1], v[2], v[3], fp, sp, _Z)
-    return D.code_to_float_bits(code, fp, True)
+    xn, xk, xM, xE = D.unpack_float(x_bits, True)
+    sn, sk, sM, sE = D.unpack_float(s_bits, True)
+    neg, kind, hi, lo, E = mul_wide(xn, xk, xM, xE, sn, sk, sM, sE)
+    return D.code_to_float_bits(round_exact(neg, kind, hi, lo, E, fp, sp, _Z), fp, True)
 
 
 _ONE_BITS = U64(0x3FF0000000000000)
@@ -811,33 +822,35 @@ def element(a, b, c, sa, sb, bi, m, n, base, mp, specs):
     ``base`` is its first random-bit counter (flat index x rounding events)."""
     cv = D.unpack_float(c[bi, m, n], True)
     K = mp[F_KDIM]
-    if mp[F_PROMOTES] == 0:
-        result = chunk_sum(cv, a, b, bi, m, n, I64(0), K, mp, specs, base)
-        cnt = base + U64(chunk_events(K, mp))
-    else:
-        f32f, f32s = specs[S_F32]
-        outer = round_value(cv[0], cv[1], cv[2], cv[3], f32f, f32s, _Z)
-        cnt = base
-        chunk = mp[F_CHUNK]
-        for ks in range(0, max(K, I64(1)), chunk):
-            ke = min(ks + chunk, K)
-            partial = chunk_sum((True, FINITE, _Z, I64(0)), a, b, bi, m, n, ks, ke, mp, specs, cnt)
-            cnt += U64(chunk_events(ke - ks, mp))
+    promotes = mp[F_PROMOTES] != 0
+    f32f, f32s = specs[S_F32]
+    outer = round_to(cv[0], cv[1], _Z, cv[2], cv[3], f32f, f32s, _Z)
+    result = cv
+    cnt = base
+    chunk = mp[F_CHUNK]                              # max(K, 1) without promotion: one chunk
+    for ks in range(0, max(K, I64(1)), chunk):
+        ke = min(ks + chunk, K)
+        c0 = (True, FINITE, _Z, I64(0)) if promotes else cv
+        result = chunk_sum(c0, a, b, bi, m, n, ks, ke, mp, specs, cnt)
+        cnt += U64(chunk_events(ke - ks, mp))
+        if promotes:
             scale = (False, FINITE, _1, I64(0))
             if mp[F_AT_PROMOTION] != 0 and ks < K:
                 s_a = sa[bi, m, ks] if mp[F_HAS_SA] != 0 else _ONE_BITS
                 s_b = sb[bi, ks, n] if mp[F_HAS_SB] != 0 else _ONE_BITS
                 scale = scale_value(s_a, s_b, f32f, f32s)
-            pn, pk, phi, plo, pE = mul_wide(partial[0], partial[1], partial[2], partial[3], scale[0], scale[1],
+            pn, pk, phi, plo, pE = mul_wide(result[0], result[1], result[2], result[3], scale[0], scale[1],
                                             scale[2], scale[3])
-            outer = add_round_wide(outer[0], outer[1], _Z, outer[2], outer[3], pn, pk, phi, plo, pE, f32f, f32s, _Z)
+            xn, xk, xh, xl, xE = exact_add(outer[0], outer[1], _Z, outer[2], outer[3], pn, pk, phi, plo, pE)
+            outer = round_to(xn, xk, xh, xl, xE, f32f, f32s, _Z)
+    if promotes:
         result = outer
     if mp[F_HAS_VIA] != 0:
         vf, vs = specs[S_VIA]
-        result = round_value(result[0], result[1], result[2], result[3], vf, vs, cnt)
+        result = round_to(result[0], result[1], _Z, result[2], result[3], vf, vs, cnt)
         cnt += _1
     of, os_ = specs[S_OUT]
-    code = D.round_code(result[0], result[1], result[2], result[3], of, os_, cnt)
+    code = round_exact(result[0], result[1], _Z, result[2], result[3], of, os_, cnt)
     if D.code_value(code, of)[1] == NAN:
         return _CANONICAL_NAN
     return D.code_to_float_bits(code, of, True)

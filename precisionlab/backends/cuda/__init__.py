@@ -131,6 +131,8 @@ MATMUL_SPECS = ("accumulator", "accumulator_rne", "product", "fp32", "via", "out
 #: SACC_LIMBS limbs of 32 bits whose lowest bit is 2^SACC_BASE (int64 limbs, carries resolved at
 #: the end); SACC_MAX_TERMS terms at most, so that no limb overflows.
 SACC_LIMBS, SACC_BASE, SACC_MAX_TERMS = 24, -320, 1 << 28
+#: Products of one fused step (held in a thread's local memory).
+FUSED_MAX_K = 64
 #: Bits a cut term of a fused step may use, so that k_fused of them and C sum in an int64.
 _FUSED_BITS = 60
 
@@ -166,6 +168,8 @@ def matmul_unsupported(spec) -> str | None:
             return (f"the products of {arg}'s format {fmt.name!r} ({fmt.mantissa_bits} mantissa bits) need more than "
                     "48 bits; the GPU kernels take operands of at most 23 mantissa bits")
     k_bits = spec.k_fused.bit_length()
+    if spec.step == "fused" and spec.k_fused > FUSED_MAX_K:
+        return f"k_fused={spec.k_fused}: a fused step of the GPU kernels holds at most {FUSED_MAX_K} products"
     if spec.step == "fused" and spec.n_frac is not None:
         wide = max(spec.n_frac, spec.late_n_frac or 0) + (1 if spec.c_mode == "late_rd" else 0)
         if wide + 3 + k_bits > _FUSED_BITS:
