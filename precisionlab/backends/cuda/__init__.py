@@ -1,8 +1,9 @@
 """CUDA C sources of the GPU kernels and the argument conventions they share.
 
-``round.cuh`` holds all the rounding arithmetic as ``__host__ __device__`` functions;
-``kernels.cu`` wraps them in CuPy kernels; the tests compile ``round.cuh`` for the host
-(nvcc or g++) and check it bit for bit against the NumPy reference.  This module is
+``round.cuh`` holds all the rounding arithmetic as ``__host__ __device__`` functions and
+``matmul.cuh`` the matmul accumulation model built on it; ``kernels.cu`` wraps them in CuPy
+kernels; the tests compile both headers for the host (nvcc or g++) and check them bit for
+bit against the NumPy reference.  This module is
 the one place that turns a :class:`~precisionlab.formats.Format` / :class:`RoundSpec`
 into the flat argument lists of ``PL_FORMAT_PARAMS`` / ``PL_SPEC_PARAMS`` and that
 fixes the numeric codes of modes, policies and NaN encodings (the Numba-CUDA device
@@ -12,14 +13,19 @@ imports no GPU package.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
+
+import numpy as np
 
 from ...formats import Format
 from ...rounding import Overflow, Rounding, RoundSpec, fits_float32
 
 __all__ = ["MODE_CODES", "OVERFLOW_CODES", "NAN_KINDS", "FORMAT_ARG_TYPES", "SPEC_ARG_TYPES", "format_args",
            "spec_args", "source", "source_dir", "kernel_source", "uses_fast_path", "round_kernel_name",
-           "encode_kernel_name", "decode_kernel_name", "kernel_names"]
+           "encode_kernel_name", "decode_kernel_name", "kernel_names", "MATMUL_KERNEL", "SCALE_KERNEL",
+           "MATMUL_FIELDS", "MATMUL_SPECS", "matmul_unsupported", "matmul_model", "matmul_specs", "matmul_params",
+           "needs_exact_sum"]
 
 #: Rounding -> PL_* mode code of round.cuh.
 MODE_CODES = {Rounding.RNE: 0, Rounding.RNA: 1, Rounding.RTZ: 2, Rounding.RUP: 3, Rounding.RDN: 4,
@@ -68,15 +74,25 @@ def source(name: str) -> str:
     return (source_dir() / name).read_text(encoding="utf-8")
 
 
+_INCLUDE = re.compile(r'^#include "([^"]+)"[ \t]*$', re.MULTILINE)
+
+
 def kernel_source() -> str:
-    """The text the CuPy backend compiles: round.cuh followed by kernels.cu, its
-    ``#include "round.cuh"`` resolved inline (CuPy's kernel cache keys on a hash of the
-    text, so an edit of the header then recompiles, and no include path is needed)."""
-    include = '#include "round.cuh"'
-    kernels = source("kernels.cu")
-    if include not in kernels:
-        raise AssertionError(f"kernels.cu no longer has the line {include!r}")
-    return source("round.cuh") + "\n" + kernels.replace(include, "")
+    """The text the CuPy backend compiles: kernels.cu with its ``#include "..."`` of the shipped
+    headers (round.cuh, matmul.cuh) resolved inline, each once (CuPy's kernel cache keys on a
+    hash of the text, so an edit of a header then recompiles, and no include path is needed)."""
+    seen: set[str] = set()
+
+    def expand(name: str) -> str:
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _INCLUDE.sub(lambda match: expand(match.group(1)), source(name))
+
+    text = expand("kernels.cu")
+    if seen != {"kernels.cu", "round.cuh", "matmul.cuh"}:
+        raise AssertionError(f"kernels.cu should include round.cuh and matmul.cuh; it includes {sorted(seen)}")
+    return text
 
 
 def _b(flag: bool) -> str:
@@ -99,14 +115,19 @@ def decode_kernel_name(code_bytes: int, out64: bool, fast: bool) -> str:
     return f"pl_decode_kernel<{_C_CODE_TYPES[code_bytes]}, {_b(out64)}, {_b(fast)}>"
 
 
+#: The matmul kernels of kernels.cu (plain functions, no template).
+MATMUL_KERNEL, SCALE_KERNEL = "pl_matmul_kernel", "pl_scale_kernel"
+
+
 def kernel_names() -> list[str]:
-    """Every template instance the CuPy backend can launch (the fast path only with float32)."""
+    """Every kernel the CuPy backend can launch (the rounding templates' instances, the fast path
+    only with float32, and the matmul kernels)."""
     names = [round_kernel_name(False, True), round_kernel_name(False, False), round_kernel_name(True, False)]
     for nbytes in _C_CODE_TYPES:
         names += [encode_kernel_name(False, True, nbytes), encode_kernel_name(False, False, nbytes),
                   encode_kernel_name(True, False, nbytes), decode_kernel_name(nbytes, False, True),
                   decode_kernel_name(nbytes, False, False), decode_kernel_name(nbytes, True, False)]
-    return names
+    return names + [MATMUL_KERNEL, SCALE_KERNEL]
 
 
 # ---- matmul (DESIGN §6) ---------------------------------------------------------------------
@@ -217,3 +238,12 @@ def matmul_specs(spec, seed: int | None) -> list[RoundSpec]:
     fp32 = RoundSpec(FP32)
     return [spec.accumulator_spec(seed), spec.accumulator_rne_spec(), spec.product_spec() or fp32, fp32,
             spec.via_spec(seed) or fp32, spec.output_spec(seed)]
+
+
+def matmul_params(spec, K: int, seed: int | None) -> np.ndarray:
+    """The uint64 array matmul.cuh's pl_mm_load reads: matmul_model, then spec_args() of each of
+    matmul_specs (signed values as two's complement)."""
+    values = list(matmul_model(spec, K))
+    for s in matmul_specs(spec, seed):
+        values += spec_args(s)
+    return np.array([v % (1 << 64) for v in values], dtype=np.uint64)
