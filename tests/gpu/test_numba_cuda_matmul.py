@@ -17,11 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matmul_cases as mc
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from matmul_cases import SPREAD, check_kernel, covered_specs, draw_case, kernel_inputs
+from matmul_cases import check_kernel, draw_case, kernel_inputs
 from test_backends import assert_same_bits
 
 import precisionlab as pl
@@ -41,11 +42,8 @@ if REAL_GPU and SIM:
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                       HealthCheck.filter_too_much])
-MODES = ["rne", "rna", "rtz", "rup", "rdn", "rto", "sr", "sr_equal"]
-
-
-@settings(max_examples=90 if SIM else 1000, **SETTINGS)
-@given(spec=covered_specs(), M=st.integers(1, 2), N=st.integers(1, 3), K=st.integers(0, 21), data=st.data(),
+@settings(max_examples=400 if SIM else 1000, **SETTINGS)
+@given(spec=mc.covered_specs(), M=st.integers(1, 2), N=st.integers(1, 3), K=st.integers(0, 21), data=st.data(),
        with_c=st.booleans(), specials=st.booleans())
 def test_numba_cuda_equals_the_reference(spec, M, N, K, data, with_c, specials):
     """Any spec (test_matmul's strategy): every parameter at once."""
@@ -54,23 +52,39 @@ def test_numba_cuda_equals_the_reference(spec, M, N, K, data, with_c, specials):
     check_kernel(nc.matmul_values, *args, spec, data.draw(st.integers(0, 2**64 - 1)), f"M={M} N={N} K={K}")
 
 
-@settings(max_examples=40 if SIM else 500, **SETTINGS)
-@given(step=st.sampled_from(["ieee", "fused", "pairwise"]), k=st.integers(1, 3),
-       order=st.sampled_from(["sequential", "pairwise", "interleaved(3)", "lanes(2)", "lanes(8)", "blocked(2)"]),
-       mode=st.sampled_from(["sr", "sr_equal", "rto"]),
-       promote=st.none() | st.integers(1, 3), K=st.integers(0, 30), data=st.data())
-def test_stochastic_orders_use_the_reference_counters(step, k, order, mode, promote, K, data):
-    """The trees are evaluated depth first here and level by level in the reference: each
-    addition's random-bit counter must still be the reference's (a wrong one shows with sr)."""
-    k = 1 if step == "ieee" else k
-    if order.startswith("blocked"):
-        order = f"blocked({2 * k})"
-    spec = MatmulSpec(a_format="fp16", step=step, k_fused=k, n_frac=5, accumulator=pl.Format(5, 3, name="e5m3"),
-                      step_rounding=mode, order=order, promote_every=None if promote is None else promote * k,
-                      output_format="fp16", output_rounding="sr", c_format="fp32")
+@settings(max_examples=200 if SIM else 500, **SETTINGS)
+@given(spec=mc.fused_specs(), K=st.integers(1, 13), data=st.data(), specials=st.booleans(),
+       seed=st.integers(0, 2**64 - 1))
+def test_fused_steps(spec, K, data, specials, seed):
+    """The block FMA in detail: alignment, cuts, the e_ref floor, C early / late_rn / late_rd."""
+    a, b, c, sa, sb = draw_case(data, spec, 1, 2, K, specials, True)
+    check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, sa, sb, spec), spec, seed, f"K={K}")
+
+
+@settings(max_examples=200 if SIM else 500, **SETTINGS)
+@given(stochastic=st.booleans(), data=st.data(), K=st.integers(0, 30), seed=st.integers(0, 2**64 - 1))
+def test_orders_and_promotion(stochastic, data, K, seed):
+    """Every order and promotion; with stochastic rounding also the counters: the trees are
+    evaluated depth first here and level by level in the reference, so a wrong counter shows."""
+    spec = data.draw(mc.order_specs(stochastic))
     a, b, c, sa, sb = draw_case(data, spec, 1, 2, K, False, True)
-    check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, sa, sb, spec), spec, data.draw(st.integers(0, 2**64 - 1)),
-                 f"{order} {step} k={k} K={K}")
+    check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, sa, sb, spec), spec, seed, f"K={K}")
+
+
+@settings(max_examples=100 if SIM else 300, **SETTINGS)
+@given(spec=mc.scaled_specs(), K=st.integers(0, 12), data=st.data(), seed=st.integers(0, 2**64 - 1))
+def test_scales(spec, K, data, seed):
+    a, b, c, sa, sb = draw_case(data, spec, 2, 2, K, False, True)
+    check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, sa, sb, spec), spec, seed, f"K={K}")
+
+
+@settings(max_examples=150 if SIM else 300, **SETTINGS)
+@given(case=mc.wide_cases(), seed=st.integers(0, 2**64 - 1))
+def test_wide_sums(case, seed):
+    """Sums that need more than 62 bits (the 128-bit path) into accumulators up to fp64, 64 random
+    bits for sr."""
+    spec, a, b, c = case
+    check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, None, None, spec), spec, seed)
 
 
 PRESETS = sorted(pl.presets)
@@ -110,24 +124,6 @@ def test_every_preset(name):
 def test_special_values(name, a, b, c, want):
     got = pl.matmul(np.array([a]), np.array([b]).T, name, c=np.array([[c]]), backend="numba_cuda")[0, 0]
     assert (math.isnan(got) and math.isnan(want)) or (got == want and math.copysign(1, got) == math.copysign(1, want))
-
-
-@settings(max_examples=30 if SIM else 300, **SETTINGS)
-@given(acc=st.sampled_from(["fp32", "bf16", "fp16", pl.Format(8, 40, name="e8m40"), "fp64"]),
-       mode=st.sampled_from(MODES), data=st.data(), K=st.integers(1, 6))
-def test_wide_sums_against_the_reference(acc, mode, data, K):
-    """Additions whose exact sum needs more than 62 bits (operands far apart, cancellation
-    next to the sticky bit), into accumulators up to fp64, with 64 random bits for sr."""
-    far = st.builds(lambda s, m, e: s * m * 2.0**e, st.sampled_from([-1, 1]), st.integers(1, 2**11 - 1),
-                    st.integers(-60, 40))
-    spec = MatmulSpec(a_format="fp16", accumulator=acc, step_rounding=mode, c_format="fp64", output_format="fp64",
-                      output_rounding=mode)
-    a = np.array([data.draw(st.lists(far | SPREAD, min_size=K, max_size=K))])
-    b = np.array([data.draw(st.lists(st.sampled_from([1.0, -1.0, 2.0**-30, 3.0, 2.0**20]), min_size=K,
-                                     max_size=K))]).T
-    c = np.array([[data.draw(st.floats(-1e6, 1e6) | st.sampled_from([1.0 + 2.0**-52, -(2.0**-60), 2.0**70]))]])
-    check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, None, None, spec), spec,
-                 data.draw(st.integers(0, 2**64 - 1)), f"{acc} {mode}")
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (2, 32)] if SIM else [(1, 32), (7, 64), (4096, 256)])
