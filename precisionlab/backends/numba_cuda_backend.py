@@ -223,15 +223,6 @@ def _scale_kernel(x, s, out, fp, sp):
         i += stride
 
 
-def _check_matmul(spec, K: int) -> None:
-    reason = plcuda.matmul_unsupported(spec)
-    if reason is None and plcuda.needs_exact_sum(spec) and min(spec.promote_every or K, K) > plcuda.SACC_MAX_TERMS:
-        reason = f"K={K} terms per exact sum, more than the exact accumulator's {plcuda.SACC_MAX_TERMS}"
-    if reason is not None:
-        raise ValueError(f"backend={name!r} cannot compute this spec ({spec.name or 'custom'}) exactly: {reason}; "
-                         "use backend='numba' or backend='numpy'")
-
-
 def _scaled(x_dev, scale, spec_fp32) -> object:
     """fp32(x * scale) elementwise on the device (scale_at='operands')."""
     ds = _device_input(scale, np.dtype(np.uint64))
@@ -248,7 +239,7 @@ def matmul_values(a, b, c, a_scale, b_scale, spec, seed: int | None, blocks: int
     A spec the kernels cannot compute exactly (``cuda.matmul_unsupported``) is a ValueError."""
     n_batch, n_rows, K = a.shape
     n_cols = b.shape[2]
-    _check_matmul(spec, K)
+    plcuda.check_matmul(spec, K, name)
     u64 = np.dtype(np.uint64)
     da, db, dc = (_device_input(x, u64) for x in (a, b, c))
     specs = plcuda.matmul_specs(spec, seed)

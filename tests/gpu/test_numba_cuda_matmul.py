@@ -178,7 +178,7 @@ import numpy as np
 from precisionlab.backends import numba_cuda_matmul as MM
 src = open(sys.argv[1]).read()
 ns = {"cuda": cuda, "MM": MM, "U64": np.uint64}
-kernels = src[src.index("@cuda.jit(cache=True)\ndef _matmul_kernel"):src.index("def _check_matmul")]
+kernels = src[src.index("@cuda.jit(cache=True)\ndef _matmul_kernel"):src.index("def _scaled")]
 exec(kernels.replace("@cuda.jit(cache=True)", "@cuda.jit"), ns)
 fp = T.Tuple([T.int64] * 5 + [T.uint64] * 4)
 sp = T.Tuple([T.int64] * 4 + [T.uint64])

@@ -25,7 +25,7 @@ __all__ = ["MODE_CODES", "OVERFLOW_CODES", "NAN_KINDS", "FORMAT_ARG_TYPES", "SPE
            "spec_args", "source", "source_dir", "kernel_source", "uses_fast_path", "round_kernel_name",
            "encode_kernel_name", "decode_kernel_name", "kernel_names", "MATMUL_KERNEL", "SCALE_KERNEL",
            "MATMUL_FIELDS", "MATMUL_SPECS", "matmul_unsupported", "matmul_model", "matmul_specs", "matmul_params",
-           "needs_exact_sum"]
+           "needs_exact_sum", "check_matmul"]
 
 #: Rounding -> PL_* mode code of round.cuh.
 MODE_CODES = {Rounding.RNE: 0, Rounding.RNA: 1, Rounding.RTZ: 2, Rounding.RUP: 3, Rounding.RDN: 4,
@@ -209,6 +209,16 @@ def matmul_unsupported(spec) -> str | None:
                 return (f"{what} span 2^{lsb}..2^{top}, outside the exact accumulator's 2^{SACC_BASE}..2^{ceiling} "
                         f"(step={spec.step!r} sums exactly)")
     return None
+
+
+def check_matmul(spec, K: int, backend: str) -> None:
+    """A ValueError naming what ``backend``'s matmul kernel cannot compute exactly, if anything."""
+    reason = matmul_unsupported(spec)
+    if reason is None and needs_exact_sum(spec) and min(spec.promote_every or K, K) > SACC_MAX_TERMS:
+        reason = f"K={K} terms per exact sum, more than the exact accumulator's {SACC_MAX_TERMS}"
+    if reason is not None:
+        raise ValueError(f"backend={backend!r} cannot compute this spec ({spec.name or 'custom'}) exactly: {reason}; "
+                         "use backend='numba' or backend='numpy'")
 
 
 def matmul_model(spec, K: int) -> tuple[int, ...]:
