@@ -13,6 +13,7 @@ backend's glue is tested end to end.
 from __future__ import annotations
 
 import re
+import time
 import types
 
 import numpy as np
@@ -137,6 +138,10 @@ class _Launcher:
             lib.pl_host_decode(px, x.itemsize, out64, fast, pout, n, *rest)
 
 
+def matmul(a, b):
+    return _wrap(np.matmul(a, b))
+
+
 class _Device:
     attributes = {"MultiProcessorCount": 4}
 
@@ -145,4 +150,28 @@ class CUDARuntimeError(RuntimeError):
     pass
 
 
-cuda = types.SimpleNamespace(Device=_Device, runtime=types.SimpleNamespace(CUDARuntimeError=CUDARuntimeError))
+class _Event:
+    """A stream event: the host clock when recorded (launches here finish before they return)."""
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+
+def _elapsed_ms(start, stop):
+    return (stop.t - start.t) * 1e3
+
+
+class _Pool:
+    def free_all_blocks(self):
+        pass
+
+
+def get_default_memory_pool():
+    return _Pool()
+
+
+cuda = types.SimpleNamespace(Device=_Device, runtime=types.SimpleNamespace(CUDARuntimeError=CUDARuntimeError),
+                             Event=_Event, get_elapsed_time=_elapsed_ms)

@@ -11,8 +11,6 @@ rounding and matmul.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import sys
 
 import fake_cupy
 import matmul_cases
@@ -26,28 +24,7 @@ import precisionlab as pl
 from precisionlab import backends
 from precisionlab.backends import cuda as plcuda
 from precisionlab.backends import numpy_backend as ref
-from precisionlab.backends.cuda import discovery
 from precisionlab.rounding import make_round_spec
-
-MODULE = "precisionlab.backends.cupy_backend"
-
-
-@pytest.fixture
-def cb(monkeypatch, host):
-    """precisionlab's cupy backend imported against the stand-in cupy."""
-    fake_cupy.RawModule.host = host
-    fake_cupy.RawModule.launches = []
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    monkeypatch.setattr(discovery, "_probe_result", None)          # "a driver and a device"
-    saved = sys.modules.pop(MODULE, None)
-    module = importlib.import_module(MODULE)
-    monkeypatch.setitem(backends._cache, "cupy", module)
-    yield module
-    sys.modules.pop(MODULE, None)
-    if saved is not None:
-        sys.modules[MODULE] = saved
-    if hasattr(backends, "cupy_backend"):
-        delattr(backends, "cupy_backend")
 
 
 def _spec(fmt, kw):
