@@ -129,18 +129,23 @@ def scaled_specs(draw):
                          output_format="fp32")
 
 
-#: Operands far apart (sums that need more than 62 bits) and cancellation next to the sticky bit.
+#: Sums that need more than 62 bits: an operand with a long significand (C as a float64, an
+#: accumulator of up to 52 fraction bits) far above or below the products, and cancellation next
+#: to the round-to-odd sticky bit.
 FAR = st.builds(lambda s, m, e: s * m * 2.0**e, st.sampled_from([-1, 1]), st.integers(1, 2**11 - 1),
                 st.integers(-60, 40))
-WIDE_B = st.sampled_from([1.0, -1.0, 2.0**-30, 3.0, 2.0**20])
-WIDE_C = st.floats(-1e6, 1e6) | st.sampled_from([1.0 + 2.0**-52, -(2.0**-60), 2.0**70, 2.0**-1074, 1e300])
+WIDE_B = st.sampled_from([1.0, -1.0, 2.0**-30, 3.0, 2.0**20, -(2.0**-40), 2.0**30])
+LONG = st.builds(lambda s, m, e: s * m * 2.0**e, st.sampled_from([-1, 1]), st.integers(2**52, 2**53 - 1),
+                 st.integers(-120, 60))
+WIDE_C = LONG | st.floats(-1e6, 1e6) | st.sampled_from([1.0 + 2.0**-52, -(2.0**-60), 2.0**70, 2.0**-1074, 1e300])
 
 
 @st.composite
 def wide_cases(draw):
     """(spec, a, b, c): additions into accumulators up to fp64, 64 random bits for sr."""
     mode = draw(st.sampled_from(MODES))
-    acc = draw(st.sampled_from(["fp32", "bf16", "fp16", pl.Format(8, 40, name="e8m40"), "fp64"]))
+    acc = draw(st.sampled_from(["fp32", "bf16", pl.Format(8, 40, name="e8m40"), pl.Format(11, 30, name="e11m30"),
+                                "fp64"]))
     spec = pl.MatmulSpec(a_format="fp16", accumulator=acc, step_rounding=mode, c_format="fp64",
                          output_format="fp64", output_rounding=mode,
                          order=draw(st.sampled_from(["sequential", "pairwise", "lanes(2)"])))

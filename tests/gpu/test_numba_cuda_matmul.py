@@ -78,7 +78,7 @@ def test_scales(spec, K, data, seed):
     check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, sa, sb, spec), spec, seed, f"K={K}")
 
 
-@settings(max_examples=150 if SIM else 300, **SETTINGS)
+@settings(max_examples=300 if SIM else 600, **SETTINGS)
 @given(case=mc.wide_cases(), seed=st.integers(0, 2**64 - 1))
 def test_wide_sums(case, seed):
     """Sums that need more than 62 bits (the 128-bit path) into accumulators up to fp64, 64 random
