@@ -100,6 +100,7 @@ from typing import Any
 
 import numpy as np
 
+from .backends.arrays import as_array, ascontiguous, is_cupy_array
 from .formats import Format, get_format
 from .random import normalize_seed
 from .rounding import Overflow, Rounding, RoundSpec, fits_float32, make_round_spec
@@ -495,15 +496,24 @@ def rounding_events(spec: MatmulSpec, K: int) -> int:
 
 # ---- the front end ----------------------------------------------------------------------------
 
-def _float_array(x: Any, arg: str) -> np.ndarray:
-    xp = np.asarray(x)
+def _float_array(x: Any, arg: str, device: bool | None = None) -> np.ndarray:
+    """x as a float32/float64 array; a CuPy array stays one.  ``device``: which side the operands
+    are on (True: CuPy), to which NumPy c / scales are copied; a CuPy one with NumPy operands is
+    a TypeError (no silent device-host copies)."""
+    xp = as_array(x)
     if xp.dtype not in (np.float32, np.float64):
         raise TypeError(f"{arg} has dtype {xp.dtype}; allowed: float32, float64 (convert explicitly)")
+    if device and not is_cupy_array(xp):
+        import cupy
+        xp = cupy.asarray(xp)
+    elif device is False and is_cupy_array(xp):
+        raise TypeError(f"{arg} is a CuPy array but a and b are NumPy arrays; pass cupy.asnumpy({arg}) or CuPy "
+                        "operands")
     return xp
 
 
 def _expand_scale(scale: Any, block: tuple[int | None, int | None] | None, rows: int, cols: int,
-                  batch: tuple[int, ...], arg: str, block_arg: str) -> np.ndarray | None:
+                  batch: tuple[int, ...], arg: str, block_arg: str, device: bool) -> np.ndarray | None:
     """Validate a block-scale array and repeat it to the operand's (batch, rows, cols) shape."""
     if block is None:
         if scale is not None:
@@ -512,7 +522,7 @@ def _expand_scale(scale: Any, block: tuple[int | None, int | None] | None, rows:
         return None
     if scale is None:
         raise ValueError(f"{arg} is required: the spec has {block_arg}={block}")
-    sp = _float_array(scale, arg).astype(np.float64)
+    sp = _float_array(scale, arg, device).astype(np.float64)
     br = max(rows, 1) if block[0] is None else block[0]
     bc = max(cols, 1) if block[1] is None else block[1]
     grid = (math.ceil(rows / br), math.ceil(cols / bc))
@@ -523,7 +533,7 @@ def _expand_scale(scale: Any, block: tuple[int | None, int | None] | None, rows:
                          f"{rows}x{cols} it must broadcast to {batch + grid} (batch + ceil(rows/{br}) x "
                          f"ceil(cols/{bc}))") from None
     sp = np.repeat(np.repeat(sp, br, axis=-2), bc, axis=-1)[..., :rows, :cols]
-    return np.ascontiguousarray(sp.reshape((math.prod(batch), rows, cols)))
+    return ascontiguous(sp.reshape((math.prod(batch), rows, cols)))
 
 
 def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any = None, b_scale: Any = None,
@@ -535,6 +545,8 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
     broadcasts to ``(..., M, N)``.  ``a_scale`` / ``b_scale`` are block scales (see
     ``MatmulSpec.a_scale_block``).  Returns float32 holding values of the output format
     (float64 where the output format does not fit float32).  ``spec`` may be a preset name.
+    CuPy operands give a CuPy result (``backend="auto"`` picks the cupy backend for them,
+    DESIGN §7); NumPy ``c`` / scales are then copied to the device.
     """
     from .backends import get_backend, select_backend
     from .presets import get_preset
@@ -544,6 +556,10 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
     if not isinstance(spec, MatmulSpec):
         raise TypeError(f"spec={spec!r} must be a MatmulSpec or a preset name")
     ap, bp = _float_array(a, "a"), _float_array(b, "b")
+    device = is_cupy_array(ap)
+    if is_cupy_array(bp) != device:
+        raise TypeError(f"a is a {type(ap).__module__} array and b a {type(bp).__module__} array; pass both as NumPy "
+                        "or both as CuPy arrays")
     if ap.ndim < 2 or bp.ndim < 2:
         raise ValueError(f"a has shape {ap.shape} and b has shape {bp.shape}; both need at least 2 dimensions "
                          "(..., M, K) and (..., K, N)")
@@ -578,20 +594,20 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
     br = to_input(bp, spec.effective_b_format, "b", spec.input_rounding, spec.input_overflow)
     out_shape = batch + (M, N)
     if c is None:
-        cr = np.zeros(out_shape)
+        cr = np.zeros(out_shape) if not device else _float_array(np.zeros(out_shape), "c", device)
     else:
-        cp = _float_array(c, "c")
+        cp = _float_array(c, "c", device)
         try:
             cp = np.broadcast_to(cp, out_shape)
         except ValueError:
             raise ValueError(f"c has shape {cp.shape}; it must broadcast to the output shape {out_shape}") from None
-        cr = to_input(np.ascontiguousarray(cp), spec.effective_c_format, "c", Rounding.RNE, Overflow.DEFAULT)
+        cr = to_input(ascontiguous(cp), spec.effective_c_format, "c", Rounding.RNE, Overflow.DEFAULT)
     nb = math.prod(batch)
-    a3 = np.ascontiguousarray(np.broadcast_to(ar, batch + (M, K)).reshape((nb, M, K)))
-    b3 = np.ascontiguousarray(np.broadcast_to(br, batch + (K, N)).reshape((nb, K, N)))
-    c3 = np.ascontiguousarray(np.broadcast_to(cr, out_shape).reshape((nb, M, N)))
-    sa = _expand_scale(a_scale, spec.a_scale_block, M, K, batch, "a_scale", "a_scale_block")
-    sb = _expand_scale(b_scale, spec.b_scale_block, K, N, batch, "b_scale", "b_scale_block")
+    a3 = ascontiguous(np.broadcast_to(ar, batch + (M, K)).reshape((nb, M, K)))
+    b3 = ascontiguous(np.broadcast_to(br, batch + (K, N)).reshape((nb, K, N)))
+    c3 = ascontiguous(np.broadcast_to(cr, out_shape).reshape((nb, M, N)))
+    sa = _expand_scale(a_scale, spec.a_scale_block, M, K, batch, "a_scale", "a_scale_block", device)
+    sb = _expand_scale(b_scale, spec.b_scale_block, K, N, batch, "b_scale", "b_scale_block", device)
 
     kernel = select_backend(backend, ap)
     if not hasattr(kernel, "matmul_values"):

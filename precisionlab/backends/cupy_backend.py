@@ -1,5 +1,6 @@
-"""CuPy backend: the CUDA C kernels of ``cuda/kernels.cu`` (arithmetic in ``cuda/round.cuh``),
-compiled at first use with ``cupy.RawModule``, bit-identical to the NumPy reference.
+"""CuPy backend: the CUDA C kernels of ``cuda/kernels.cu`` (arithmetic in ``cuda/round.cuh`` and
+``cuda/matmul.cuh``), compiled at first use with ``cupy.RawModule``, bit-identical to the NumPy
+reference.
 
 CuPy arrays in, CuPy arrays out (``backend="auto"`` picks this backend for CuPy inputs,
 DESIGN §7).  NumPy arrays are accepted too, by copying: they go to the device and the
@@ -61,11 +62,11 @@ def typed_args(values, types) -> tuple:
     return tuple(_NP_TYPES[t](v) for v, t in zip(values, types, strict=True))
 
 
-def _launch(kernel_name: str, n: int, *args) -> None:
+def _launch(kernel_name: str, n: int, *args, threads: int = _THREADS) -> None:
     if n == 0:
         return
-    blocks = min(-(-n // _THREADS), _SM_COUNT * _BLOCKS_PER_SM)
-    kernels().get_function(kernel_name)((blocks,), (_THREADS,), args)
+    blocks = min(-(-n // threads), _SM_COUNT * _BLOCKS_PER_SM)
+    kernels().get_function(kernel_name)((blocks,), (threads,), args)
 
 
 def _to_device(a):
@@ -107,3 +108,46 @@ def decode_codes(codes, fmt: Format):
     _launch(plcuda.decode_kernel_name(cd.itemsize, out64, fast), cd.size, cd, out, np.int64(cd.size),
             *typed_args(plcuda.format_args(fmt), plcuda.FORMAT_ARG_TYPES))
     return out.get() if host else out
+
+
+# ---- matmul (DESIGN §6) ----------------------------------------------------------------------
+# pl_matmul_kernel: one thread per output element, the arithmetic of cuda/matmul.cuh (the
+# reference's schedule in exact integers), the model and its roundings in one parameter array
+# (cuda.matmul_params).  Specs it cannot compute exactly (cuda.matmul_unsupported) are an error.
+
+_MATMUL_THREADS = 128          # a thread holds two trees of partial sums in local memory
+
+
+def _bits64(x):
+    """A C-contiguous CuPy uint64 view of the float64 values of x (host data copied over)."""
+    xd = x if isinstance(x, cupy.ndarray) else cupy.asarray(np.ascontiguousarray(x, np.float64))
+    return cupy.ascontiguousarray(xd.astype(np.float64, copy=False)).view(np.uint64)
+
+
+def matmul_values(a, b, c, a_scale, b_scale, spec, seed: int | None):
+    """The kernel interface of the NumPy reference (same arguments, same bits): ``a`` (B, M, K),
+    ``b`` (B, K, N), ``c`` (B, M, N) float64 (CuPy arrays, or NumPy arrays, copied over and the
+    result back), scales expanded to the operands' shapes or None."""
+    n_batch, n_rows, K = a.shape
+    n_cols = b.shape[2]
+    plcuda.check_matmul(spec, K, name)
+    host = not isinstance(a, cupy.ndarray)
+    da, db, dc = (_bits64(x) for x in (a, b, c))
+    fp32 = plcuda.matmul_specs(spec, seed)[plcuda.MATMUL_SPECS.index("fp32")]
+    f32_args = typed_args(plcuda.spec_args(fp32), plcuda.SPEC_ARG_TYPES)
+    dummy = cupy.empty((1,), np.uint64)
+    scales = []
+    for x, scale in ((da, a_scale), (db, b_scale)):
+        ds = dummy if scale is None else _bits64(scale)
+        if scale is not None and spec.scale_at == "operands":         # fp32(x * scale) before the products
+            scaled = cupy.empty(x.shape, np.uint64)
+            _launch(plcuda.SCALE_KERNEL, x.size, x, ds, scaled, np.int64(x.size), *f32_args)
+            x = scaled
+        scales.append((x, ds))
+    (da, dsa), (db, dsb) = scales
+    params = cupy.asarray(plcuda.matmul_params(spec, K, seed))
+    out = cupy.empty((n_batch, n_rows, n_cols), np.uint64)
+    _launch(plcuda.MATMUL_KERNEL, out.size, da, db, dc, dsa, dsb, out, np.int64(n_batch), np.int64(n_rows),
+            np.int64(n_cols), params, threads=_MATMUL_THREADS)
+    result = out.view(np.float64)
+    return result.get() if host else result

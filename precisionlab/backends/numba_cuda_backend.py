@@ -12,7 +12,8 @@ The module raises :class:`~precisionlab.backends.cuda.discovery.GPUUnavailable` 
 import when numba-cuda, the driver or a device is missing (not under the simulator),
 so the registry reports which.  ``backend="auto"`` never picks this backend (the
 simulator is slow, and on a GPU the CuPy backend is the fast one); name it.
-Matmul kernels go in their own section of this module, calling ``round_code``.
+Matmul: :func:`matmul_values` (its kernel at the end of this module, the arithmetic in
+:mod:`precisionlab.backends.numba_cuda_matmul`).
 """
 
 from __future__ import annotations
@@ -184,5 +185,78 @@ def decode_codes(codes, fmt: Format, blocks: int | None = None, threads: int | N
     out_dtype = decode_dtype(fmt)
     dout, result = _device_output(codes, codes.shape, out_dtype)
     _launch(_decode_kernel, codes.size, dc, dout, out_dtype == np.float64, kernel_format_args(fmt),
+            blocks=blocks, threads=threads)
+    return result()
+
+
+# ---- matmul (DESIGN §6) ------------------------------------------------------------------
+# One thread per output element, grid-stride; the element's arithmetic is numba_cuda_matmul's
+# (the reference's schedule, exact integers, the rounding device functions above).  The flat
+# output index times the rounding events per element is the element's first random-bit
+# counter, so results do not depend on the launch shape.
+
+from . import numba_cuda_matmul as MM  # noqa: E402
+
+
+@cuda.jit(cache=True)
+def _matmul_kernel(a, b, c, sa, sb, out, mp, specs):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    n_cols = out.shape[2]
+    per_batch = out.shape[1] * n_cols
+    events = U64(mp[MM.F_EVENTS])
+    while i < out.size:
+        bi = i // per_batch
+        r = i - bi * per_batch
+        m = r // n_cols
+        n = r - m * n_cols
+        out[bi, m, n] = MM.element(a, b, c, sa, sb, bi, m, n, U64(i) * events, mp, specs)
+        i += stride
+
+
+@cuda.jit(cache=True)
+def _scale_kernel(x, s, out, fp, sp):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < x.size:
+        out[i] = MM.scaled_operand_bits(x[i], s[i], fp, sp)
+        i += stride
+
+
+def _scaled(x_dev, scale, spec_fp32) -> object:
+    """fp32(x * scale) elementwise on the device (scale_at='operands')."""
+    ds = _device_input(scale, np.dtype(np.uint64))
+    out = cuda.device_array(x_dev.shape, np.uint64)
+    fp, sp = kernel_spec_args(spec_fp32)
+    _launch(_scale_kernel, x_dev.size, x_dev.reshape(-1), ds.reshape(-1), out.reshape(-1), fp, sp)
+    return out
+
+
+def matmul_values(a, b, c, a_scale, b_scale, spec, seed: int | None, blocks: int | None = None,
+                  threads: int | None = None):
+    """The kernel interface of the NumPy reference (same arguments, same bits): ``a`` (B, M, K),
+    ``b`` (B, K, N), ``c`` (B, M, N) float64, scales expanded to the operands' shapes or None.
+    A spec the kernels cannot compute exactly (``cuda.matmul_unsupported``) is a ValueError."""
+    n_batch, n_rows, K = a.shape
+    n_cols = b.shape[2]
+    plcuda.check_matmul(spec, K, name)
+    u64 = np.dtype(np.uint64)
+    da, db, dc = (_device_input(x, u64) for x in (a, b, c))
+    specs = plcuda.matmul_specs(spec, seed)
+    fp32 = specs[plcuda.MATMUL_SPECS.index("fp32")]
+    dummy = cuda.to_device(np.zeros((1, 1, 1), np.uint64))
+    dsa = dsb = dummy
+    if a_scale is not None:
+        dsa = _device_input(a_scale, u64)
+        if spec.scale_at == "operands":
+            da = _scaled(da, a_scale, fp32)
+    if b_scale is not None:
+        dsb = _device_input(b_scale, u64)
+        if spec.scale_at == "operands":
+            db = _scaled(db, b_scale, fp32)
+    dout, result = _device_output(a, (n_batch, n_rows, n_cols), np.float64)
+    mp = tuple(np.int64(v) for v in plcuda.matmul_model(spec, K))
+    args = tuple(kernel_spec_args(s) for s in specs)
+    _launch(_matmul_kernel, n_batch * n_rows * n_cols, da, db, dc, dsa, dsb, dout, mp, args,
             blocks=blocks, threads=threads)
     return result()

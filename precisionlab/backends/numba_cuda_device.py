@@ -13,9 +13,10 @@ int64 as float64), no shift by 64 or more, no intrinsics (the simulator's ``clz`
 32-bit only).  Formats and specs arrive as the tuples of
 :func:`precisionlab.backends.cuda.format_args` / ``spec_args`` (as int64 / uint64).
 
-:func:`round_code` rounds any exact value ``±M * 2^E`` (``M < 2^62``): the entry point
-for a matmul kernel's per-step and output roundings; :func:`encode_bits`,
-:func:`code_to_float_bits` are what the rounding kernels call per element.
+:func:`round_code` rounds any exact value ``±M * 2^E`` (``M < 2^62``), :func:`code_value`
+gives a code's exact value back and :func:`round_up` is the rule of each mode on its own:
+the matmul device code (``numba_cuda_matmul.py``) builds its roundings from these three;
+:func:`encode_bits`, :func:`code_to_float_bits` are what the rounding kernels call per element.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-__all__ = ["bit_length", "splitmix64", "round_code", "code_to_float_bits", "encode_bits", "round_bits"]
+__all__ = ["bit_length", "splitmix64", "round_up", "round_code", "code_value", "code_to_float_bits", "unpack_float",
+           "encode_bits", "round_bits"]
 
 U64 = np.uint64
 I64 = np.int64
@@ -86,6 +88,37 @@ def _overflow_to_inf(mode, negative):
 
 
 @cuda.jit(device=True)
+def round_up(mode, negative, N, inexact, above_half, at_half, frac, sp, counter):
+    """The rounding rule of ``mode``: does the kept significand N step one away from zero?
+
+    The remainder below N's last place is described by ``inexact`` (non-zero),
+    ``above_half`` / ``at_half`` (against half a place) and, for ``sr``, ``frac`` =
+    floor(delta * 2^n), its top n = sr_bits bits.  rto steps up exactly when that makes an
+    inexact N odd.  Shared by round_code and the matmul device code's wide roundings."""
+    if mode == 0:                        # rne
+        return above_half or (at_half and (N & _1) == _1)
+    if mode == 1:                        # rna
+        return above_half or at_half
+    if mode == 3:                        # rup
+        return inexact and not negative
+    if mode == 4:                        # rdn
+        return inexact and negative
+    if mode == 5:                        # rto: the sticky bit into the last place
+        return inexact and (N & _1) == _Z
+    if mode == 6:                        # sr: away iff floor(delta * 2^n) + R >= 2^n
+        n = sp[3]
+        R = splitmix64(sp[4], counter) >> U64(I64(64) - n)
+        if n == I64(64):
+            threshold = _Z - frac
+        else:
+            threshold = (_1 << U64(n)) - frac
+        return inexact and frac > _Z and R >= threshold
+    if mode == 7:                        # sr_equal
+        return inexact and (splitmix64(sp[4], counter) >> U64(63)) == _1
+    return False
+
+
+@cuda.jit(device=True)
 def round_code(negative, kind, M, E, fp, sp, counter):
     """Round ±M·2^E (kind FINITE, M < 2^62; or INF / NAN) to a code, sign included.
 
@@ -129,36 +162,17 @@ def round_code(negative, kind, M, E, fp, sp, counter):
         else:                                # below half of the smallest step (M < 2^62)
             rem = M
             inexact = True
-        up = False
-        if mode == 0:                        # rne
-            up = above_half or (at_half and (N & _1) == _1)
-        elif mode == 1:                      # rna
-            up = above_half or at_half
-        elif mode == 3:                      # rup
-            up = inexact and not negative
-        elif mode == 4:                      # rdn
-            up = inexact and negative
-        elif mode == 5:                      # rto: the sticky bit into the last place
-            if inexact:
-                N = N | _1
-        elif mode == 6:                      # sr: away iff floor(delta * 2^n) + R >= 2^n
+        frac = _Z
+        if mode == 6:                        # sr: the top n bits of the remainder, floor(delta * 2^n)
             n = sp[3]
-            R = splitmix64(sp[4], counter) >> U64(I64(64) - n)
             d = shift - n
-            frac = _Z
             if d >= I64(64):
                 frac = _Z
             elif d >= I64(0):
                 frac = rem >> U64(d)
             else:
                 frac = rem << U64(-d)        # rem < 2^shift: stays below 2^n
-            if n == I64(64):
-                threshold = _Z - frac
-            else:
-                threshold = (_1 << U64(n)) - frac
-            up = inexact and frac > _Z and R >= threshold
-        elif mode == 7:                      # sr_equal
-            up = inexact and (splitmix64(sp[4], counter) >> U64(63)) == _1
+        up = round_up(mode, negative, N, inexact, above_half, at_half, frac, sp, counter)
         if up:
             N = N + _1
 
@@ -235,8 +249,9 @@ def _pack_float(S, q, out64):
 
 
 @cuda.jit(device=True)
-def code_to_float_bits(code, fp, out64):
-    """Bits of the float64 (out64) or float32 holding the value of ``code`` (the reference's decode)."""
+def code_value(code, fp):
+    """The exact value of ``code``: (negative, kind, M, E) with the value ±M·2^E when kind is
+    FINITE (the reference's decode, without the final conversion to a float)."""
     ebits = fp[0]
     m = fp[1]
     bias = fp[2]
@@ -247,9 +262,6 @@ def code_to_float_bits(code, fp, out64):
     mag = code & ~sign_mask
     exp_field = mag >> U64(m)
     frac = mag & ((_1 << U64(m)) - _1)
-    sign_bit = _Z
-    if negative:
-        sign_bit = (_1 << U64(63)) if out64 else (_1 << U64(31))
     is_nan = False
     if nan_kind == I64(0):
         is_nan = exp_field == (_1 << U64(ebits)) - _1 and frac != _Z
@@ -258,22 +270,33 @@ def code_to_float_bits(code, fp, out64):
     elif nan_kind == I64(2):
         is_nan = code == sign_mask
     if is_nan:
-        quiet = U64(0x7FF8000000000000) if out64 else U64(0x7FC00000)
-        if nan_kind == I64(2):
-            return quiet
-        return quiet | sign_bit
+        return negative and nan_kind != I64(2), NAN, _Z, I64(0)
     if (fflags & I64(1)) != I64(0) and mag == fp[7]:
-        return (U64(0x7FF0000000000000) if out64 else U64(0x7F800000)) | sign_bit
-    has_zero = (fflags & I64(2)) != I64(0)
-    if exp_field == _Z and has_zero:                   # subnormals, or only zeros
+        return negative, INF, _Z, I64(0)
+    if exp_field == _Z and (fflags & I64(2)) != I64(0):      # subnormals, or only zeros
         S = frac if (fflags & I64(4)) != I64(0) else _Z
-        return sign_bit | _pack_float(S, I64(1) - bias - m, out64)
-    return sign_bit | _pack_float(frac | (_1 << U64(m)), I64(exp_field) - bias - m, out64)
+        return negative, FINITE, S, I64(1) - bias - m
+    return negative, FINITE, frac | (_1 << U64(m)), I64(exp_field) - bias - m
 
 
 @cuda.jit(device=True)
-def encode_bits(bits, in64, fp, sp, counter):
-    """The code of one float (bits of a float64 when in64, else of a float32, as uint64)."""
+def code_to_float_bits(code, fp, out64):
+    """Bits of the float64 (out64) or float32 holding the value of ``code`` (the reference's decode)."""
+    negative, kind, M, E = code_value(code, fp)
+    sign_bit = _Z
+    if negative:
+        sign_bit = (_1 << U64(63)) if out64 else (_1 << U64(31))
+    if kind == NAN:
+        return (U64(0x7FF8000000000000) if out64 else U64(0x7FC00000)) | sign_bit
+    if kind == INF:
+        return (U64(0x7FF0000000000000) if out64 else U64(0x7F800000)) | sign_bit
+    return sign_bit | _pack_float(M, E, out64)
+
+
+@cuda.jit(device=True)
+def unpack_float(bits, in64):
+    """Split float bits (a float64 when in64, else a float32, as uint64) into
+    (negative, kind, M, E): the value is ±M·2^E exactly when kind is FINITE."""
     mb = I64(52) if in64 else I64(23)
     ew = I64(11) if in64 else I64(8)
     ibias = I64(1023) if in64 else I64(127)
@@ -290,6 +313,13 @@ def encode_bits(bits, in64, fp, sp, counter):
     else:
         M = frac
         E = I64(1) - ibias - mb
+    return negative, kind, M, E
+
+
+@cuda.jit(device=True)
+def encode_bits(bits, in64, fp, sp, counter):
+    """The code of one float (bits of a float64 when in64, else of a float32, as uint64)."""
+    negative, kind, M, E = unpack_float(bits, in64)
     return round_code(negative, kind, M, E, fp, sp, counter)
 
 

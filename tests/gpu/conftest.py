@@ -33,3 +33,32 @@ def host(tmp_path_factory):
     if not compilers:
         pytest.skip("neither nvcc nor g++ is installed: the CUDA C sources cannot be compiled for the host")
     return build(compilers[0], tmp_path_factory.mktemp(f"plcuda-{compilers[0].replace('+', 'p')}"))
+
+
+CUPY_MODULE = "precisionlab.backends.cupy_backend"
+
+
+@pytest.fixture
+def cb(monkeypatch, host):
+    """precisionlab's cupy backend imported against the stand-in cupy (tests/gpu/fake_cupy.py),
+    whose kernels are the host build of the CUDA C sources."""
+    import importlib
+
+    import fake_cupy
+
+    from precisionlab import backends
+    from precisionlab.backends.cuda import discovery
+
+    fake_cupy.RawModule.host = host
+    fake_cupy.RawModule.launches = []
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(discovery, "_probe_result", None)          # "a driver and a device"
+    saved = sys.modules.pop(CUPY_MODULE, None)
+    module = importlib.import_module(CUPY_MODULE)
+    monkeypatch.setitem(backends._cache, "cupy", module)
+    yield module
+    sys.modules.pop(CUPY_MODULE, None)
+    if saved is not None:
+        sys.modules[CUPY_MODULE] = saved
+    if hasattr(backends, "cupy_backend"):
+        delattr(backends, "cupy_backend")

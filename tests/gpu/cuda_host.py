@@ -1,11 +1,11 @@
-"""Build round.cuh into a host shared library and call it like a backend.
+"""Build round.cuh and matmul.cuh into a host shared library and call it like a backend.
 
 ``build(compiler, directory)`` compiles tests/gpu/cuda_host_driver.cu (which includes the
-package's round.cuh) with nvcc (``-x cu``, host code only) or g++ (``-x c++``; the header
-defines the CUDA qualifiers away without __CUDACC__).  :class:`HostKernels` wraps the
-library in the kernel interface of precisionlab.backends (``round_values``,
-``encode_values``, ``decode_codes``) with a ``path`` choice: ``"auto"`` takes the path
-the CuPy backend takes, ``"general"`` forces the 64-bit one.
+package's round.cuh and matmul.cuh) with nvcc (``-x cu``, host code only) or g++ (``-x c++``;
+the headers define the CUDA qualifiers away without __CUDACC__).  :class:`HostKernels` wraps
+the library in the kernel interface of precisionlab.backends (``round_values``,
+``encode_values``, ``decode_codes``, ``matmul_values``) with a ``path`` choice for rounding:
+``"auto"`` takes the path the CuPy backend takes, ``"general"`` forces the 64-bit one.
 """
 
 from __future__ import annotations
@@ -74,6 +74,12 @@ class HostKernels:
         lib.pl_host_decode.restype = None
         lib.pl_host_constant.argtypes = [i32]
         lib.pl_host_constant.restype = i32
+        lib.pl_host_matmul.argtypes = [vp] * 6 + [i64] * 3 + [vp, i64, i64]
+        lib.pl_host_matmul.restype = None
+        lib.pl_host_scale.argtypes = [vp, vp, vp, i64, *spec_types]
+        lib.pl_host_scale.restype = None
+        lib.pl_host_matmul_constant.argtypes = [i32]
+        lib.pl_host_matmul_constant.restype = i32
 
     def _fast(self, fmt: Format, float32_data: bool) -> bool:
         return self.path == "auto" and plcuda.uses_fast_path(fmt, float32_data)
@@ -107,6 +113,43 @@ class HostKernels:
         """The PL_* constants in the order of pl_host_constant's table."""
         out, i = [], 0
         while (v := self.lib.pl_host_constant(i)) != -1:
+            out.append(v)
+            i += 1
+        return out
+
+    def scale_values(self, x: np.ndarray, s: np.ndarray, spec: RoundSpec) -> np.ndarray:
+        """fp32(x * s) elementwise (pl_scale_kernel's loop), float64 in and out."""
+        x, s = (np.ascontiguousarray(v, np.float64) for v in (x, s))
+        out = np.empty_like(x)
+        self.lib.pl_host_scale(_ptr(x), _ptr(s), _ptr(out), x.size, *_c_args(plcuda.spec_args(spec),
+                                                                          plcuda.SPEC_ARG_TYPES))
+        return out
+
+    def matmul_values(self, a, b, c, a_scale, b_scale, spec, seed, start: int = 0, stop: int | None = None):
+        """The matmul kernel interface (as cupy_backend.matmul_values, pl_matmul_kernel's loop on
+        the host); ``start`` / ``stop`` restrict it to a range of flat output indices."""
+        a, b, c = (np.ascontiguousarray(x, np.float64) for x in (a, b, c))
+        n_batch, M, K = a.shape
+        N = b.shape[2]
+        fp32 = plcuda.matmul_specs(spec, seed)[plcuda.MATMUL_SPECS.index("fp32")]
+        dummy = np.zeros(1)
+        sa = dummy if a_scale is None else np.ascontiguousarray(a_scale, np.float64)
+        sb = dummy if b_scale is None else np.ascontiguousarray(b_scale, np.float64)
+        if spec.scale_at == "operands":
+            if a_scale is not None:
+                a = self.scale_values(a, sa, fp32)
+            if b_scale is not None:
+                b = self.scale_values(b, sb, fp32)
+        params = plcuda.matmul_params(spec, K, seed)
+        out = np.full((n_batch, M, N), np.nan)
+        stop = n_batch * M * N if stop is None else stop
+        self.lib.pl_host_matmul(_ptr(a), _ptr(b), _ptr(c), _ptr(sa), _ptr(sb), _ptr(out), n_batch, M, N,
+                                _ptr(params), start, stop)
+        return out
+
+    def matmul_constants(self) -> list[int]:
+        out, i = [], 0
+        while (v := self.lib.pl_host_matmul_constant(i)) != -1000000:
             out.append(v)
             i += 1
         return out

@@ -74,3 +74,47 @@ int pl_host_constant(int which)
 }
 
 }
+
+/* ---- matmul.cuh ---------------------------------------------------------------------------- */
+#include "matmul.cuh"
+
+extern "C" {
+
+/* The loop of pl_matmul_kernel over the flat output indices start .. stop - 1 (kernels.cu). */
+void pl_host_matmul(const pl_u64* a, const pl_u64* b, const pl_u64* c, const pl_u64* sa, const pl_u64* sb,
+                    pl_u64* out, pl_i64 n_batch, pl_i64 M, pl_i64 N, const pl_u64* params, pl_i64 start, pl_i64 stop)
+{
+    const pl_mm_params P = pl_mm_load(params);
+    pl_mm_element el;
+    el.a = a;
+    el.b = b;
+    el.c = c;
+    el.sa = sa;
+    el.sb = sb;
+    el.M = M;
+    el.N = N;
+    el.K = P.p.K;
+    for (pl_i64 i = start; i < stop && i < n_batch * M * N; ++i) {
+        el.bi = i / (M * N);
+        el.m = (i / N) % M;
+        el.n = i % N;
+        out[i] = pl_mm_element_bits(el, P, (pl_u64)i * (pl_u64)P.p.events);
+    }
+}
+
+void pl_host_scale(const pl_u64* x, const pl_u64* s, pl_u64* out, pl_i64 n, PL_SPEC_PARAMS)
+{
+    const pl_spec f32 = pl_make_spec(PL_SPEC_ARGS);
+    for (pl_i64 i = 0; i < n; ++i) out[i] = pl_mm_scaled_operand_bits(x[i], s[i], f32);
+}
+
+/* matmul.cuh's limits and codes, to compare with precisionlab/backends/cuda/__init__.py. */
+int pl_host_matmul_constant(int which)
+{
+    const int table[] = {PL_SACC_LIMBS, PL_SACC_BASE, PL_FUSED_MAX_K, PL_MM_FIELDS,
+                         PL_STEP_IEEE, PL_STEP_FUSED, PL_STEP_PAIRWISE, PL_STEP_EXACT,
+                         PL_ORDER_SEQUENTIAL, PL_ORDER_INTERLEAVED, PL_ORDER_LANES, PL_ORDER_PAIRWISE, PL_ORDER_BLOCKED};
+    return (which >= 0 && which < (int)(sizeof(table) / sizeof(table[0]))) ? table[which] : -1000000;
+}
+
+}

@@ -71,7 +71,7 @@ def _spec_of(fmt, kw):
 
 
 def test_builds_without_warnings(host):
-    assert "round.cuh" not in host.warnings, host.warnings
+    assert "round.cuh" not in host.warnings and "matmul.cuh" not in host.warnings, host.warnings
 
 
 @pytest.mark.skipif(len(COMPILERS) < 2, reason="only one of nvcc / g++ is installed")
@@ -79,7 +79,7 @@ def test_other_compiler_gives_the_same_bits(host, tmp_path_factory):
     """The g++ build (CUDA qualifiers defined away) equals the nvcc build on every format,
     mode, policy and input width."""
     other = _build(COMPILERS[1], tmp_path_factory)
-    assert "round.cuh" not in other.warnings, other.warnings
+    assert "round.cuh" not in other.warnings and "matmul.cuh" not in other.warnings, other.warnings
     rng = np.random.default_rng(5)
     x32, x64 = _bulk32(rng, 20_000), _bulk64(rng, 20_000)
     for fmt in pl.formats.values():
@@ -282,7 +282,9 @@ def test_sources_ship_in_the_package():
     assert "precisionlab.backends.cuda" in setup["packages"]
     patterns = setup["package-data"]["precisionlab.backends.cuda"]
     sources = [p.name for p in (root / "precisionlab" / "backends" / "cuda").iterdir() if p.suffix in (".cu", ".cuh")]
-    assert sorted(sources) == ["kernels.cu", "round.cuh"]
+    assert sorted(sources) == ["kernels.cu", "matmul.cuh", "round.cuh"]
     assert all(any(fnmatch(name, pat) for pat in patterns) for name in sources)
-    assert "pl_round_code" in plcuda.source("round.cuh")
-    assert '#include "round.cuh"' not in plcuda.kernel_source()
+    assert "pl_round_code" in plcuda.source("round.cuh") and "pl_mm_element_bits" in plcuda.source("matmul.cuh")
+    text = plcuda.kernel_source()
+    assert "#include" not in text.replace("#include <", "")
+    assert text.count("#define PRECISIONLAB_ROUND_CUH") == 1 and text.count("#define PRECISIONLAB_MATMUL_CUH") == 1

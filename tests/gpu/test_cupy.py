@@ -1,14 +1,16 @@
-"""The cupy backend on a real GPU, bit for bit against the NumPy reference (DESIGN §7, §11).
+"""The cupy backend on a real GPU, rounding and matmul bit for bit against the NumPy reference
+(DESIGN §7, §11).
 
 Runs only where CuPy, a CUDA driver and a device are present (the lent GPU machine); it
 skips elsewhere, saying which is missing.  The CUDA C arithmetic itself is checked without
-a GPU by test_cuda_host.py.
+a GPU by test_cuda_host.py and test_cuda_host_matmul.py.
 """
 
 from __future__ import annotations
 
 import zlib
 
+import matmul_cases
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -109,3 +111,57 @@ def test_numba_cuda_on_cupy_arrays_matches_cupy():
         a, b = nc.round_values(x, spec, 0), cb.round_values(x, spec, 0)
         assert isinstance(a, cupy.ndarray)
         assert_same_bits(a.get(), b.get(), mode)
+
+
+# ---- matmul -----------------------------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                                  HealthCheck.data_too_large])
+@given(spec=matmul_cases.covered_specs(), M=st.integers(1, 3), N=st.integers(1, 5), K=st.integers(0, 21),
+       data=st.data(), specials=st.booleans(), seed=st.integers(0, 2**64 - 1))
+def test_cupy_matmul_equals_the_reference(spec, M, N, K, data, specials, seed):
+    a, b, c, sa, sb = matmul_cases.draw_case(data, spec, M, N, K, specials, True)
+    args = matmul_cases.kernel_inputs(a, b, c, sa, sb, spec)
+    matmul_cases.check_kernel(cb.matmul_values, *args, spec, seed, "host arrays")
+    got = cb.matmul_values(*[None if x is None else cupy.asarray(x) for x in args], spec, seed)
+    matmul_cases.check_kernel(lambda *_: got.get(), *args, spec, seed, "device arrays")
+
+
+@pytest.mark.parametrize("name", sorted(pl.presets))
+def test_cupy_matmul_every_preset(name):
+    """Every preset through pl.matmul on CuPy operands (auto picks cupy), against the reference."""
+    spec = pl.get_preset(name)
+    rng = np.random.default_rng(3)
+    K = 300 if spec.promote_every else 133
+    a = (rng.standard_normal((2, 6, K)) * np.exp2(rng.integers(-12, 12, (2, 6, K)))).astype(np.float32)
+    a[0, 0, :6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40]
+    a = np.clip(a, -spec.a_format.max, spec.a_format.max) if not spec.a_format.has_inf else a
+    b = rng.standard_normal((K, 7)).astype(np.float32)
+    kw = {}
+    if spec.a_scale_block is not None:
+        kw = {"a_scale": np.exp2(rng.integers(-3, 3, (6, 3))).astype(np.float32),
+              "b_scale": np.exp2(rng.integers(-3, 3, (3, 1))).astype(np.float32)}
+    got = pl.matmul(cupy.asarray(a), cupy.asarray(b), spec, **{k: cupy.asarray(v) for k, v in kw.items()})
+    assert isinstance(got, cupy.ndarray)
+    assert_same_bits(got.get(), pl.matmul(a, b, spec, backend="numpy", **kw), name)
+
+
+def test_numba_cuda_and_cupy_matmul_agree():
+    """Both GPU backends on the same device data, stochastic rounding included, larger than the
+    reference can check."""
+    nc = get_backend("numba_cuda")
+    if nc.SIMULATED:
+        pytest.skip("numba.cuda runs on the simulator here; set PRECISIONLAB_REAL_GPU=1 for the device")
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    a = cupy.asarray(rng.standard_normal((64, 1000)).astype(np.float32))
+    b = cupy.asarray(rng.standard_normal((1000, 48)).astype(np.float32))
+    for name in ("h100_fp16", "torch_cpu_nt", "mi250_fp16", "exact", "deepseek_fp8"):
+        spec = dataclasses.replace(pl.get_preset(name), output_rounding="sr")
+        kw = {}
+        if spec.a_scale_block is not None:
+            kw = {"a_scale": cupy.full((64, 8), 0.5, np.float32), "b_scale": cupy.full((8, 1), 2.0, np.float32)}
+        x = pl.matmul(a, b, spec, seed=4, backend="cupy", **kw)
+        y = pl.matmul(a, b, spec, seed=4, backend="numba_cuda", **kw)
+        assert_same_bits(x.get(), y.get(), name)

@@ -1,18 +1,19 @@
 """The cupy backend's Python side without a GPU: cupy_backend.py driven through a stand-in
-``cupy`` (tests/gpu/fake_cupy.py) whose kernels are the host-compiled round.cuh.
+``cupy`` (tests/gpu/fake_cupy.py) whose kernels are the host-compiled round.cuh and matmul.cuh.
 
 This checks what only a GPU run would otherwise show: the source and template names the
 backend compiles, the exact C types and order of every kernel argument, the choice of the
 32-bit or 64-bit kernels, output dtypes, host-array copies, and the front end's CuPy path
-(auto picks cupy, CuPy arrays in give CuPy arrays out, validation on CuPy arrays).
+(auto picks cupy, CuPy arrays in give CuPy arrays out, validation on CuPy arrays), for
+rounding and matmul.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
+import dataclasses
 
 import fake_cupy
+import matmul_cases
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,28 +24,7 @@ import precisionlab as pl
 from precisionlab import backends
 from precisionlab.backends import cuda as plcuda
 from precisionlab.backends import numpy_backend as ref
-from precisionlab.backends.cuda import discovery
 from precisionlab.rounding import make_round_spec
-
-MODULE = "precisionlab.backends.cupy_backend"
-
-
-@pytest.fixture
-def cb(monkeypatch, host):
-    """precisionlab's cupy backend imported against the stand-in cupy."""
-    fake_cupy.RawModule.host = host
-    fake_cupy.RawModule.launches = []
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    monkeypatch.setattr(discovery, "_probe_result", None)          # "a driver and a device"
-    saved = sys.modules.pop(MODULE, None)
-    module = importlib.import_module(MODULE)
-    monkeypatch.setitem(backends._cache, "cupy", module)
-    yield module
-    sys.modules.pop(MODULE, None)
-    if saved is not None:
-        sys.modules[MODULE] = saved
-    if hasattr(backends, "cupy_backend"):
-        delattr(backends, "cupy_backend")
 
 
 def _spec(fmt, kw):
@@ -112,3 +92,58 @@ def test_front_end_with_cupy_arrays(cb):
         pl.decode(fake_cupy.asarray(np.array([300], np.uint16)), "e4m3")
     with pytest.raises(TypeError, match="CuPy array"):
         pl.round(fake_cupy.asarray(np.ones(3, np.float32)), "bf16", backend="numba")
+
+
+# ---- matmul ------------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                                 HealthCheck.data_too_large,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(spec=matmul_cases.covered_specs(), M=st.integers(1, 3), N=st.integers(1, 3), K=st.integers(0, 17),
+       data=st.data(), specials=st.booleans(), seed=st.integers(0, 2**64 - 1))
+def test_matmul_glue_equals_the_reference(cb, spec, M, N, K, data, specials, seed):
+    """cupy_backend.matmul_values with host arrays (copied over and back) and device arrays, the
+    kernels the host-compiled matmul.cuh: the parameter array, scale pre-pass and argument types."""
+    a, b, c, sa, sb = matmul_cases.draw_case(data, spec, M, N, K, specials, True)
+    args = matmul_cases.kernel_inputs(a, b, c, sa, sb, spec)
+    matmul_cases.check_kernel(cb.matmul_values, *args, spec, seed, "host arrays")
+    dev = [None if x is None else fake_cupy.asarray(x) for x in args]
+    got = cb.matmul_values(*dev, spec, seed)
+    assert isinstance(got, fake_cupy.ndarray)
+    matmul_cases.check_kernel(lambda *_: got.get(), *args, spec, seed, "device arrays")
+
+
+def test_matmul_front_end_with_cupy_arrays(cb):
+    """backend='auto' sends CuPy operands to the cupy backend's matmul kernel (DESIGN §7): CuPy in,
+    CuPy out, bit for bit the reference; NumPy c / scales go to the device, mixed operands are an error."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2, 3, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 5)).astype(np.float32)
+    c = rng.standard_normal(5).astype(np.float32)
+    for spec, kw in [("h100_fp16", {}), ("mi250_fp16", {"c": c}), ("exact", {"c": c}),
+                     ("deepseek_fp8", {"a_scale": np.full((3, 1), 0.5, np.float32),
+                                       "b_scale": fake_cupy.asarray(np.full((1, 1), 4.0, np.float32))}),
+                     (dataclasses.replace(pl.get_preset("torch_cpu_nn"), a_scale_block=(1, None),
+                                          b_scale_block=(None, None)),
+                      {"a_scale": rng.uniform(0.5, 2, (3, 1)), "b_scale": np.float64(3.0)})]:
+        fake_cupy.RawModule.launches = []
+        got = pl.matmul(fake_cupy.asarray(a), fake_cupy.asarray(b), spec, **kw)
+        assert isinstance(got, fake_cupy.ndarray) and got.shape == (2, 3, 5) and got.dtype == np.float32
+        host_kw = {k: (v.get() if isinstance(v, fake_cupy.ndarray) else v) for k, v in kw.items()}
+        assert_same_bits(got.get(), pl.matmul(a, b, spec, backend="numpy", **host_kw), str(spec)[:40])
+        names = [name for name, _, _ in fake_cupy.RawModule.launches]
+        assert names.count(plcuda.MATMUL_KERNEL) == 1, names
+        assert (plcuda.SCALE_KERNEL in names) == (not isinstance(spec, str)), names     # scales at the operands
+        _, grid, block = fake_cupy.RawModule.launches[-1]
+        assert block == (128,) and grid == (1,)
+    with pytest.raises(TypeError, match="both as NumPy"):
+        pl.matmul(fake_cupy.asarray(a), b, "h100_fp16")
+    with pytest.raises(TypeError, match="CuPy array"):
+        pl.matmul(a, b, "h100_fp16", c=fake_cupy.asarray(c))
+    with pytest.raises(ValueError, match="backend='cupy' cannot compute"):
+        pl.matmul(fake_cupy.asarray(a), fake_cupy.asarray(b), pl.MatmulSpec(a_format="fp64"))
+    with pytest.raises(TypeError, match="CuPy array"):
+        pl.matmul(fake_cupy.asarray(a), fake_cupy.asarray(b), "h100_fp16", backend="numba")
+    empty = pl.matmul(fake_cupy.asarray(np.zeros((2, 0), np.float32)), fake_cupy.asarray(np.zeros((0, 3), np.float32)),
+                      "h100_fp16")
+    assert isinstance(empty, fake_cupy.ndarray) and empty.get().tolist() == [[0.0] * 3] * 2

@@ -5,13 +5,23 @@ Rounding: elements/s of ``round_values`` / ``encode_values`` of the ``cupy`` and
 ``numba_cuda`` backends on device-resident float32 (and float64) data, side by side with
 CuPy's own cast (``x.astype(cupy.float16)``, ``x.astype(cupy.float64)``) and a plain
 device copy on the same data; the copy's bandwidth is the yardstick (issue 4's target:
-``round`` at >= 50% of it).  Each result is also checked bit for bit against the NumPy
-reference on a sample, so a fast wrong kernel cannot report a number.
+``round`` at >= 50% of it).
+
+Matmul: multiply-adds/s of ``pl.matmul`` with each backend on M = N = K square float32
+CuPy operands (4096 by default), for presets covering every step algorithm (``fused`` with C
+early / late_rn / late_rd, FP8, ``ieee``, ``pairwise``, ``exact``), side by side with
+``cupy.matmul`` in float32 on the same data (issue 4's target: fused presets >= 1 T
+multiply-adds/s at 4096^3).  The time is pl.matmul's whole call (operand rounding included).
+
+Each result is also checked bit for bit against the NumPy reference on a sample (rounding:
+the first and last 100k elements; matmul: a corner of the output, whole K), so a fast wrong
+kernel cannot report a number.
 
 Run by hand on a machine with a CUDA GPU and CuPy::
 
-    python tools/bench/bench_gpu.py                       # default sweep, table on stdout
-    python tools/bench/bench_gpu.py --sizes 1e6 1e8 --formats e4m3 bf16 --modes rne sr --json out.json
+    python tools/bench/bench_gpu.py                       # default sweep, tables on stdout
+    python tools/bench/bench_gpu.py --suite round --sizes 1e6 1e8 --formats e4m3 bf16 --modes rne sr --json out.json
+    python tools/bench/bench_gpu.py --suite matmul --presets h100_fp16 exact --matmul-sizes 1024 4096
     python tools/bench/bench_gpu.py --dry-run             # the plan, no GPU needed
 
 Without a GPU only ``--help`` and ``--dry-run`` work; anything else exits with status 2
@@ -33,6 +43,10 @@ DEFAULT_SIZES = (1 << 20, 1 << 24, 1 << 28)
 DEFAULT_FORMATS = ("e4m3", "e5m2", "bf16", "fp16", "fp4_e2m1")
 DEFAULT_MODES = ("rne", "rtz", "sr")
 DEFAULT_BACKENDS = ("cupy", "numba_cuda")
+DEFAULT_MATMUL_SIZES = (4096,)
+#: At least one preset per step algorithm: fused (C early, FP8, late_rn, late_rd), ieee, pairwise, exact.
+DEFAULT_PRESETS = ("h100_fp16", "h100_e4m3", "b200_e4m3", "mi300_fp16", "fp32_sequential", "torch_cpu_nt",
+                   "mi250_fp16", "exact")
 
 
 @dataclass
@@ -47,9 +61,21 @@ class Result:
     vs_copy: float       # gbytes_per_s / the copy's on the same data
 
 
-def _timer(cupy, fn: Callable[[], object], repeat: int) -> float:
+@dataclass
+class MatmulResult:
+    suite: str
+    what: str            # e.g. "matmul cupy h100_fp16", "cupy.matmul float32"
+    step: str            # the spec's step algorithm
+    n: int               # M = N = K
+    seconds: float       # best of --matmul-repeat
+    macs_per_s: float    # n^3 / seconds
+    vs_float32: float    # macs_per_s / cupy.matmul float32's on the same data
+
+
+def _timer(cupy, fn: Callable[[], object], repeat: int, warmup: bool = True) -> float:
     """Best device time of fn over `repeat` runs (after one warm-up, which also compiles)."""
-    fn()
+    if warmup:
+        fn()
     times = []
     for _ in range(repeat):
         start, stop = cupy.cuda.Event(), cupy.cuda.Event()
@@ -116,12 +142,43 @@ def bench_rounding(args, cupy) -> list[Result]:
 
 
 # ---- matmul benchmarks -------------------------------------------------------------------
-# MATMUL GOES HERE: when the matmul GPU kernels (DESIGN §6) exist, add a function
-# ``bench_matmul(args, cupy) -> list[Result]`` measuring multiply-adds/s per step algorithm
-# and preset (fused h100_fp16 / h100_e4m3 at 4096^3 is issue 4's 1 T MAC/s target) against
-# ``cupy.matmul`` in float32 on the same data, and register it in SUITES.
 
-SUITES: dict[str, Callable] = {"round": bench_rounding}
+def _check_matmul_sample(got, a, b, spec, rows: int = 2, cols: int = 3) -> None:
+    """The output's top-left corner (whole K) against the NumPy reference on the same operands."""
+    import precisionlab as pl
+
+    want = pl.matmul(a[:rows].get(), b[:, :cols].get(), spec, backend="numpy")
+    have = got[:rows, :cols].get()
+    if not np.array_equal(want.view(np.uint8), have.view(np.uint8)):
+        raise SystemExit(f"bench_gpu: matmul {spec.name} differs from the NumPy reference")
+
+
+def bench_matmul(args, cupy) -> list[MatmulResult]:
+    """Matmul suite: cupy.matmul in float32, then each preset x backend on the same operands."""
+    import precisionlab as pl
+
+    results: list[MatmulResult] = []
+    rng = np.random.default_rng(0)
+    for n in args.matmul_sizes:
+        a = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
+        b = cupy.asarray(rng.standard_normal((n, n), dtype=np.float32))
+        t32 = _timer(cupy, lambda: cupy.matmul(a, b), args.repeat)                          # noqa: B023
+        rate32 = n**3 / t32
+        results.append(MatmulResult("matmul", "cupy.matmul float32", "-", n, t32, rate32, 1.0))
+        for name in args.presets:
+            spec = pl.get_preset(name)
+            for bname in args.backends:
+                got = pl.matmul(a, b, spec, backend=bname)                       # compiles, and is checked
+                _check_matmul_sample(got, a, b, spec)
+                t = _timer(cupy, lambda: pl.matmul(a, b, spec, backend=bname), args.matmul_repeat,  # noqa: B023
+                           warmup=False)
+                results.append(MatmulResult("matmul", f"matmul {bname} {name}", spec.step, n, t, n**3 / t,
+                                            n**3 / t / rate32))
+        cupy.get_default_memory_pool().free_all_blocks()
+    return results
+
+
+SUITES: dict[str, Callable] = {"round": bench_rounding, "matmul": bench_matmul}
 
 
 def _size(text: str) -> int:
@@ -143,7 +200,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES))
     p.add_argument("--backends", choices=list(DEFAULT_BACKENDS), nargs="+", default=list(DEFAULT_BACKENDS))
     p.add_argument("--encode", action="store_true", help="also time encode_values")
+    p.add_argument("--matmul-sizes", type=_size, nargs="+", default=list(DEFAULT_MATMUL_SIZES),
+                   help="M = N = K of the matmul suite")
+    p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="matmul presets (precisionlab presets)")
     p.add_argument("--repeat", type=int, default=10, help="timed runs per case (best is kept)")
+    p.add_argument("--matmul-repeat", type=int, default=3, help="timed runs per emulated matmul (best is kept)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit (no GPU needed)")
     args = p.parse_args(argv)
@@ -153,6 +214,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             pl.get_format(f)
         for m in args.modes:
             pl.Rounding.parse(m)
+        for name in args.presets:
+            pl.get_preset(name)
     except ValueError as exc:
         p.error(str(exc))
     return args
@@ -174,12 +237,24 @@ def _device_or_exit(args):
     return cupy
 
 
+def matmul_table(results: list[MatmulResult]) -> str:
+    from tabulate import tabulate
+
+    rows = [(r.what, r.step, f"{r.n}^3", f"{r.seconds:.3f}", f"{r.macs_per_s / 1e12:.4f}", f"{r.vs_float32:.2%}")
+            for r in results]
+    return tabulate(rows, headers=["case", "step", "size", "s", "T MAC/s", "vs cupy float32"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.dry_run:
         for suite in args.suite:
-            print(f"suite {suite}: sizes {args.sizes}, dtypes {args.dtypes}, formats {args.formats}, "
-                  f"modes {args.modes}, backends {args.backends}, repeat {args.repeat}")
+            if suite == "matmul":
+                print(f"suite matmul: sizes {args.matmul_sizes} (M = N = K), presets {args.presets}, backends "
+                      f"{args.backends}, repeat {args.matmul_repeat}, against cupy.matmul float32")
+            else:
+                print(f"suite {suite}: sizes {args.sizes}, dtypes {args.dtypes}, formats {args.formats}, "
+                      f"modes {args.modes}, backends {args.backends}, repeat {args.repeat}")
         return 0
     cupy = _device_or_exit(args)
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
@@ -188,12 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     from tabulate import tabulate
 
     print(f"device: {device}")
-    rows = [(r.what, r.dtype, r.n, f"{r.elements_per_s / 1e9:.2f}", f"{r.gbytes_per_s:.0f}", f"{r.vs_copy:.0%}")
-            for r in results]
-    print(tabulate(rows, headers=["case", "dtype", "n", "G elem/s", "GB/s", "vs copy"]))
-    ratios = [r.vs_copy for r in results if r.what.startswith("round ")]
-    if ratios:
-        print(f"median round / copy bandwidth: {statistics.median(ratios):.0%}")
+    rounding = [r for r in results if isinstance(r, Result)]
+    if rounding:
+        rows = [(r.what, r.dtype, r.n, f"{r.elements_per_s / 1e9:.2f}", f"{r.gbytes_per_s:.0f}", f"{r.vs_copy:.0%}")
+                for r in rounding]
+        print(tabulate(rows, headers=["case", "dtype", "n", "G elem/s", "GB/s", "vs copy"]))
+        ratios = [r.vs_copy for r in rounding if r.what.startswith("round ")]
+        if ratios:
+            print(f"median round / copy bandwidth: {statistics.median(ratios):.0%}")
+    matmuls = [r for r in results if isinstance(r, MatmulResult)]
+    if matmuls:
+        print(matmul_table(matmuls))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": device, "results": [asdict(r) for r in results]}, fh, indent=1)

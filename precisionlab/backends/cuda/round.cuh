@@ -13,9 +13,10 @@
  *   monotone in the value and runs past the format's top code, so overflow, flushing and
  *   special values are comparisons and substitutions on codes.
  *
- * pl_round_code() is the reusable core: it rounds any exact value +-M * 2^E (M < 2^62),
- * which is what a matmul kernel needs for its per-step and output roundings; the
- * element functions below unpack float32/float64 inputs for it.  Two instantiations: the
+ * pl_round_code() is the reusable core: it rounds any exact value +-M * 2^E (M < 2^62);
+ * pl_code_value() gives a code's exact value back and pl_round_up() is the rule of each
+ * mode on its own: matmul.cuh builds the matmul kernels' roundings from these three.  The
+ * element functions below unpack float32/float64 inputs for pl_round_code.  Two instantiations: the
  * general one in 64-bit integers (any format, float32 or float64 input) and a 32-bit one
  * for float32 inputs to formats whose values all fit float32 (GPU 64-bit integer
  * operations cost two or more 32-bit ones).  Mode, policy and format are runtime
@@ -133,6 +134,32 @@ PL_FN bool pl_overflow_to_inf(int mode, bool negative)
     return true;                            /* nearest and stochastic modes */
 }
 
+/* The rule of each rounding mode on its own: does the kept significand N (odd: its last bit)
+ * step one away from zero?  The remainder below N's last place is described by inexact
+ * (non-zero), above_half / at_half (against half a place) and, for PL_SR, frac =
+ * floor(delta * 2^n), its top n = sr_bits bits.  rto steps up exactly when that makes an
+ * inexact N odd.  Shared by pl_round_code and the matmul code's wide roundings (matmul.cuh). */
+PL_FN bool pl_round_up(int mode, bool negative, bool odd, bool inexact, bool above_half, bool at_half, pl_u64 frac,
+                       const pl_spec& s, pl_u64 counter)
+{
+    switch (mode) {
+    case PL_RNE: return above_half || (at_half && odd);
+    case PL_RNA: return above_half || at_half;
+    case PL_RUP: return inexact && !negative;
+    case PL_RDN: return inexact && negative;
+    case PL_RTO: return inexact && !odd;
+    case PL_SR: {
+        /* away iff floor(delta * 2^n) + R >= 2^n (P3109 StochasticA) */
+        const int n = s.sr_bits;
+        const pl_u64 R = pl_splitmix64(s.seed, counter) >> (64 - n);
+        const pl_u64 threshold = (n == 64) ? (0ull - frac) : ((1ull << n) - frac);
+        return inexact && frac > 0 && R >= threshold;
+    }
+    case PL_SR_EQUAL: return inexact && (pl_splitmix64(s.seed, counter) >> 63) == 1ull;
+    default: return false;                 /* rtz */
+    }
+}
+
 /* ---- the core: round +-M * 2^E to a code ------------------------------------------------
  *
  * U is the integer type of the significands and codes (pl_u32 or pl_u64); M < 2^(bits(U)-2),
@@ -171,31 +198,16 @@ PL_FN U pl_round_code(bool negative, int kind, U M, int E, const pl_spec& s, pl_
             rem = M;
             inexact = true;
         }
-        bool up = false;
-        switch (s.mode) {
-        case PL_RNE: up = above_half || (at_half && (N & 1u)); break;
-        case PL_RNA: up = above_half || at_half; break;
-        case PL_RTZ: break;
-        case PL_RUP: up = inexact && !negative; break;
-        case PL_RDN: up = inexact && negative; break;
-        case PL_RTO: N |= (U)(inexact ? 1u : 0u); break;
-        case PL_SR: {
-            /* away iff floor(delta * 2^n) + R >= 2^n, delta = rem / 2^shift (P3109 StochasticA) */
-            const int n = s.sr_bits;
-            const pl_u64 R = pl_splitmix64(s.seed, counter) >> (64 - n);
-            const int d = shift - n;
+        pl_u64 frac = 0;
+        if (s.mode == PL_SR) {
+            /* floor(delta * 2^n), delta = rem / 2^shift: the top n bits of the remainder */
+            const int d = shift - s.sr_bits;
             const pl_u64 r64 = (pl_u64)rem;
-            pl_u64 frac = 0;
             if (d >= 64) frac = 0;
             else if (d >= 0) frac = r64 >> d;
             else frac = r64 << (-d);         /* rem < 2^shift, so this stays below 2^n */
-            const pl_u64 threshold = (n == 64) ? (0ull - frac) : ((1ull << n) - frac);
-            up = inexact && frac > 0 && R >= threshold;
-            break;
         }
-        case PL_SR_EQUAL: up = inexact && (pl_splitmix64(s.seed, counter) >> 63) == 1ull; break;
-        default: break;
-        }
+        const bool up = pl_round_up(s.mode, negative, (N & 1u) != 0, inexact, above_half, at_half, frac, s, counter);
         N += (U)(up ? 1u : 0u);
     }
 
@@ -298,29 +310,50 @@ PL_FN pl_u64 pl_pack_float(pl_u64 S, int q, bool out64)
     return pl_round_code<pl_u64>(false, PL_FINITE, S, q, pl_float_spec(out64), 0);
 }
 
-/* Bits of the float of width out64 holding the value of code (the reference's decode). */
+/* The exact value of code: negative, kind and (when kind is PL_FINITE) M, E with the value
+ * +-M * 2^E (the reference's decode, without the final conversion to a float). */
 template <typename U>
-PL_FN U pl_code_to_float(U code, const pl_format& f, bool out64)
+PL_FN void pl_code_value(U code, const pl_format& f, bool& negative, int& kind, U& M, int& E)
 {
     const int m = f.m;
-    const bool negative = (code & (U)f.sign_mask) != 0;
+    negative = (code & (U)f.sign_mask) != 0;
     const U mag = code & ~(U)f.sign_mask;
     const U exp_field = mag >> m;
     const U frac = mag & (((U)1 << m) - 1);
-    const U sign_bit = negative ? ((U)1 << (out64 ? 63 : 31)) : (U)0;
     bool is_nan = false;
     if (f.nan_kind == PL_NAN_IEEE) is_nan = exp_field == (((U)1 << f.e) - 1) && frac != 0;
     else if (f.nan_kind == PL_NAN_FN) is_nan = mag == (((U)1 << (f.e + m)) - 1);
     else if (f.nan_kind == PL_NAN_FNUZ) is_nan = code == (U)f.sign_mask;
-    const U quiet_nan = out64 ? (U)0x7FF8000000000000ull : (U)0x7FC00000u;
-    const U inf = out64 ? (U)0x7FF0000000000000ull : (U)0x7F800000u;
-    if (is_nan) return quiet_nan | ((f.nan_kind != PL_NAN_FNUZ) ? sign_bit : (U)0);
-    if ((f.flags & PL_HAS_INF) && mag == (U)f.inf_code) return inf | sign_bit;
-    if (exp_field == 0 && (f.flags & PL_HAS_ZERO)) {      /* subnormals, or only zeros */
-        const U S = (f.flags & PL_HAS_SUBNORMALS) ? frac : (U)0;
-        return sign_bit | pl_pack_float(S, f.emin - m, out64);
+    M = 0;
+    E = 0;
+    if (is_nan) {
+        negative = negative && f.nan_kind != PL_NAN_FNUZ;
+        kind = PL_NAN;
+    } else if ((f.flags & PL_HAS_INF) && mag == (U)f.inf_code) {
+        kind = PL_INF;
+    } else if (exp_field == 0 && (f.flags & PL_HAS_ZERO)) {      /* subnormals, or only zeros */
+        kind = PL_FINITE;
+        M = (f.flags & PL_HAS_SUBNORMALS) ? frac : (U)0;
+        E = f.emin - m;
+    } else {
+        kind = PL_FINITE;
+        M = (U)(frac | ((U)1 << m));
+        E = (int)exp_field - f.bias - m;
     }
-    return sign_bit | pl_pack_float((U)(frac | ((U)1 << m)), (int)exp_field - f.bias - m, out64);
+}
+
+/* Bits of the float of width out64 holding the value of code (the reference's decode). */
+template <typename U>
+PL_FN U pl_code_to_float(U code, const pl_format& f, bool out64)
+{
+    bool negative;
+    int kind, E;
+    U M;
+    pl_code_value<U>(code, f, negative, kind, M, E);
+    const U sign_bit = negative ? ((U)1 << (out64 ? 63 : 31)) : (U)0;
+    if (kind == PL_NAN) return (out64 ? (U)0x7FF8000000000000ull : (U)0x7FC00000u) | sign_bit;
+    if (kind == PL_INF) return (out64 ? (U)0x7FF0000000000000ull : (U)0x7F800000u) | sign_bit;
+    return sign_bit | pl_pack_float(M, E, out64);
 }
 
 /* ---- element functions: what one kernel thread does to one element --------------------- */
