@@ -74,7 +74,8 @@ from .cli import (
 from .formats import Format, formats, get_format
 from .rounding import Rounding
 
-__all__ = ["Report", "Section", "build_report", "write_report", "add_parser", "DEFAULTS", "REPORT_FILE"]
+__all__ = ["Report", "Section", "build_report", "write_report", "recipe_record", "command_line", "add_parser",
+           "DEFAULTS", "REPORT_FILE"]
 
 REPORT_FILE = "report.md"
 CAST_PLOT = "cast-error.png"
