@@ -149,3 +149,16 @@ def test_help_lists_the_preset_option(pytester):
     result.stdout.fnmatch_lines(["*--precisionlab-preset=NAMES*"])
     result = pytester.runpytest_subprocess("--markers")
     result.stdout.fnmatch_lines(["*precisionlab_presets(*names)*"])
+
+
+def test_the_example_user_suite(pytester):
+    """examples/test_my_kernels.py (shown verbatim in docs/conformance.md) passes, with the options too."""
+    for name in ("test_my_kernels.py", "cast_kernels.py", "matmul_kernels.py"):
+        (pytester.path / name).write_text((EXAMPLES / name).read_text(encoding="utf-8"), encoding="utf-8")
+    result = pytester.runpytest_subprocess("-v", "test_my_kernels.py")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_gemm_bf16?torch_cpu_tn? PASSED*", "*test_gemm_bf16?ml_dtypes_dot? PASSED*"])
+    result = pytester.runpytest_subprocess("-v", "test_my_kernels.py", "--precisionlab-backend=numpy",
+                                           "--precisionlab-preset=torch_cpu_tn")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_cast_bf16?numpy? PASSED*", "*test_gemm_bf16?torch_cpu_tn? PASSED*"])
