@@ -10,6 +10,7 @@ Subcommands so far:
   against the exact product;
 * ``precisionlab error train --recipes ...`` -- train one model with several
   mixed-precision recipes and compare them side by side;
+* ``precisionlab conformance --golden [DIR]`` -- the golden suite, a table per file;
 * ``precisionlab report [--out DIR]`` -- the formats, cast error, matmul error and
   recipes tables in one deterministic report (``precisionlab/report.py``).
 
@@ -1299,6 +1300,14 @@ _CONFORMANCE_COLUMNS = (
 def _run_conformance(args: argparse.Namespace, out: io.TextIOBase) -> int:
     from .testing import check_kernel
 
+    if args.golden is not None:
+        if args.kernel is not None:
+            raise ValueError(f"give either KERNEL ({args.kernel}) or --golden, not both")
+        return _run_conformance_golden(args, out)
+    if args.kernel is None:
+        raise ValueError("conformance needs KERNEL (MODULE:FUNCTION) or --golden [DIR]")
+    if args.full:
+        raise ValueError("--full applies to --golden only")
     fn = load_kernel(args.kernel)
     if args.op == "cast":
         if args.to is None:
@@ -1362,15 +1371,22 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
                     "random inputs. --op matmul (needs pl.matmul): KERNEL(a, b) is compared with\n"
                     "pl.matmul(a, b, PRESET). Prints one row per case, a diagnosis of what the kernel does\n"
                     "instead (e.g. \"matches rounding='rtz' instead of 'rne'\") and the first mismatches.\n"
-                    "Exit code: 0 all cases match, 1 a mismatch (or the kernel raised), 2 bad arguments.",
+                    "With --golden [DIR] instead of KERNEL: run the golden suite (golden/README.md), every\n"
+                    "recorded framework/GPU case against the model precisionlab claims for it, one row per file,\n"
+                    "open findings listed as such.\n"
+                    "Exit code: 0 all cases match, 1 a mismatch (or the kernel raised; for --golden: a mismatch\n"
+                    "that is not a documented open finding), 2 bad arguments.",
         epilog="KERNEL is MODULE:FUNCTION (importable; the working directory is searched first) or\n"
                "path/to/file.py:FUNCTION.\n\n"
                "examples:\n"
                "  precisionlab conformance examples/cast_kernels.py:cast_bf16 --op cast --to bf16\n"
                "  precisionlab conformance mykernels:to_e4m3 --to e4m3 --overflow saturate --junit conformance.xml\n"
-               "  precisionlab conformance mykernels:to_bf16_sr --to bf16 --rounding sr --seed 7 --format json\n\n"
+               "  precisionlab conformance mykernels:to_bf16_sr --to bf16 --rounding sr --seed 7 --format json\n"
+               "  precisionlab conformance --golden\n"
+               "  precisionlab conformance --golden path/to/golden --full --format json\n\n"
                + _OUTPUT_EPILOG)
-    p.add_argument("kernel", metavar="KERNEL", help="the kernel: MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    p.add_argument("kernel", nargs="?", metavar="KERNEL",
+                   help="the kernel: MODULE:FUNCTION or path/to/file.py:FUNCTION (or --golden instead)")
     p.add_argument("--op", choices=("cast", "matmul"), default="cast",
                    help="the operation the kernel computes: cast (default) or matmul")
     p.add_argument("--to", metavar="FMT", default=None,
@@ -1392,7 +1408,47 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the random inputs and of stochastic rounding (default: 0)")
     p.add_argument("--junit", default=None, metavar="FILE", help="also write the result as JUnit XML to FILE")
+    p.add_argument("--golden", nargs="?", const="", default=None, metavar="DIR",
+                   help="instead of a kernel: run the golden suite of DIR (default: the checkout's golden/), "
+                        "a table per file; exit code 1 on a mismatch that is not a documented open finding")
+    p.add_argument("--full", action="store_true", help="--golden: check every output element (by default a "
+                   "fixed sample of each large matmul case)")
     p.set_defaults(func=_run_conformance)
+
+
+# ---------------------------------------------------------------------------
+# precisionlab conformance --golden
+# ---------------------------------------------------------------------------
+
+_GOLDEN_COLUMNS = [Column("file", "file"), Column("cases", "cases", align="right"),
+                   Column("match", "match", align="right"), Column("open_findings", "open findings", align="right"),
+                   Column("mismatch", "mismatch", align="right"), Column("skipped", "skipped", align="right"),
+                   Column("not_recorded", "not recorded", align="right"),
+                   Column("checked", "elements checked", align="right"),
+                   Column("matched", "elements matched", align="right")]
+
+
+def golden_rows(root: str | None = None, full: bool | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Per-file rows of the golden suite, and every case that is not a plain match."""
+    from . import golden
+
+    rows, notable = [], []
+    for path, results in golden.run_suite(root, full).items():
+        s = golden.summarize(results)
+        rows.append({"file": path, "cases": s["cases"], "match": s["match"], "open_findings": s["open finding"],
+                     "mismatch": s["mismatch"], "skipped": s["skipped"], "not_recorded": s["not recorded"],
+                     "elements": s["elements"], "checked": s["checked"], "matched": s["matched"]})
+        notable += [r for r in results if r.status in ("open finding", "mismatch", "skipped")]
+    return rows, notable
+
+
+def _run_conformance_golden(args: argparse.Namespace, out: io.TextIOBase) -> int:
+    rows, notable = golden_rows(args.golden or None, True if args.full else None)
+    _emit(rows, _GOLDEN_COLUMNS, args.output, out)
+    if args.output in ("table", "markdown"):
+        for r in notable:
+            out.write(f"{r.status}: {r.file} {r.key}: {r.reason}\n")
+    return 1 if any(row["mismatch"] for row in rows) else 0
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,13 @@ The model of one output element, in the order it is computed:
    its scale and rounded to fp32 (RNE) before the products (``torch._scaled_mm`` on
    CPU); with ``scale_at="promotion"`` the partial sum of each promotion chunk is
    multiplied by ``fp32(a_scale·b_scale)`` in the promotion FMA (DeepSeek-V3,
-   CUTLASS/DeepGEMM).  ``a_scale_block = (rows, k)`` and ``b_scale_block = (k, cols)``
+   CUTLASS/DeepGEMM); with ``scale_at="products"`` each product (exact, or rounded to
+   ``product_format``) is multiplied by its A scale and then by its B scale, each
+   multiplication rounded to fp32 (RNE), before it is accumulated (oneDNN's reference
+   matmul, which ``torch._scaled_mm`` runs on CPU); with ``scale_at="output"`` the accumulated
+   sum (after promotion, C included) is multiplied once by ``fp32(a_scale·b_scale)`` with one fp32
+   RNE rounding before the output rounding (cuBLASLt's ``alpha`` epilogue, H100 ``_scaled_mm``);
+   its scales must not vary along K.  ``a_scale_block = (rows, k)`` and ``b_scale_block = (k, cols)``
    give the block each scale covers; ``None`` in a block means the whole dimension.
 3. **Products** are exact, or rounded (RNE) to ``product_format`` (flushed like the
    accumulator when ``accumulator_subnormals=False``).
@@ -39,6 +45,15 @@ The model of one output element, in the order it is computed:
    accumulator addition at the end, as a BLAS epilogue ``beta·C + dot`` does.
    Partial sums (lanes, blocks, promotion chunks) start at −0, the additive identity,
    so that the zero rule below holds in every order.
+   Composite orders, measured on CPU frameworks (see ``precisionlab.presets``), nest
+   these: ``blocked(kc, inner)`` reduces each block with ``inner`` from −0 and adds the
+   block sums in order to the running sum; ``split(g, head, tail)`` reduces the first
+   ``g·floor(K/g)`` K-elements with ``head`` from the running sum and continues with
+   ``tail`` on the rest (a part without elements is skipped); ``group(inner)`` reduces
+   with ``inner`` from −0 and adds the result to the running sum with one addition (a
+   BLAS epilogue ``C + dot``); ``strided(w)`` keeps w partial sums ``s[j mod w]`` over
+   all steps and adds them to the running sum as a balanced tree of adjacent pairs.
+   Widths of ``blocked`` and ``split`` count K-elements, the others count steps.
 6. **Promotion** (``promote_every`` = N_C, or ``scale_at="promotion"``): the K
    elements are cut into chunks of N_C (one chunk of K without N_C); each chunk is
    computed as above from −0, multiplied by its scale and added into an outer fp32
@@ -96,29 +111,40 @@ __all__ = ["MatmulSpec", "Order", "matmul", "rounding_events", "STEPS", "C_MODES
 STEPS = ("ieee", "fused", "pairwise", "exact")
 C_MODES = ("early", "late_rn", "late_rd")
 ALIGN_ROUNDINGS = ("rtz", "floor")
-SCALE_AT = ("operands", "promotion")
-ORDER_KINDS = ("sequential", "interleaved", "lanes", "pairwise", "blocked")
-_WIDTH_ORDERS = ("interleaved", "lanes", "blocked")
+SCALE_AT = ("operands", "promotion", "products", "output")
+ORDER_KINDS = ("sequential", "interleaved", "lanes", "pairwise", "blocked", "split", "group", "strided")
+_WIDTH_ORDERS = ("interleaved", "lanes", "blocked", "split", "strided")
+#: How many nested orders each kind takes (blocked: none, or its inner order).
+_PARTS = {"blocked": (0, 1), "split": (2,), "group": (1,)}
+_ORDER_HELP = ("sequential, interleaved(w), lanes(w), pairwise, blocked(kc), blocked(kc,inner), strided(w), "
+               "split(g,head,tail), group(inner)")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+class _OrderSyntax(Exception):
+    """A malformed order string (reported as one ValueError by :meth:`Order.parse`)."""
+
+
 @dataclass(frozen=True)
 class Order:
-    """The order of the steps over K: ``kind`` plus ``width`` (w or kc) where it has one.
+    """The order of the steps over K: ``kind``, ``width`` (w, kc or g) where it has one, and the
+    nested orders (``parts``) of the composite kinds ``blocked(kc, inner)``, ``split(g, head, tail)``
+    and ``group(inner)``.
 
-    ``Order.parse("lanes(64)")`` and ``str(order)`` convert to and from the string form.
+    ``Order.parse("split(64,lanes(64),sequential)")`` and ``str(order)`` convert to and from the
+    string form.
     """
 
     kind: str = "sequential"
     width: int | None = None
+    parts: tuple[Order, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ORDER_KINDS:
-            raise ValueError(f"order={self.kind!r} is not an order; allowed: sequential, interleaved(w), "
-                             "lanes(w), pairwise, blocked(kc)")
+            raise ValueError(f"order={self.kind!r} is not an order; allowed: {_ORDER_HELP}")
         if self.kind in _WIDTH_ORDERS:
             if not _is_int(self.width) or self.width < 1:
                 raise ValueError(f"order={self.kind}({self.width}) needs a positive integer width")
@@ -127,6 +153,16 @@ class Order:
                 raise ValueError(f"order=lanes({self.width}): the halving tree needs a power-of-two width")
         elif self.width is not None:
             raise ValueError(f"order={self.kind!r} takes no width, got width={self.width!r}")
+        parts = tuple(Order.parse(p) for p in self.parts)
+        if len(parts) not in _PARTS.get(self.kind, (0,)):
+            raise ValueError(f"order={self.kind!r} takes {' or '.join(map(str, _PARTS.get(self.kind, (0,))))} "
+                             f"nested orders, got {len(parts)}; allowed: {_ORDER_HELP}")
+        object.__setattr__(self, "parts", parts)
+
+    @property
+    def composite(self) -> bool:
+        """True for the kinds that nest other orders (and for the single-width ``strided``)."""
+        return self.kind in ("split", "group", "strided") or bool(self.parts)
 
     @classmethod
     def parse(cls, value: str | Order) -> Order:
@@ -134,16 +170,49 @@ class Order:
             return value
         if not isinstance(value, str):
             raise TypeError(f"order={value!r} must be a string such as 'lanes(64)' or an Order")
-        text = value.strip().lower()
-        match = re.fullmatch(r"([a-z]+)\s*(?:\(\s*(\d+)\s*\))?", text)
-        if match is None:
-            raise ValueError(f"order={value!r} is not an order; allowed: sequential, interleaved(w), lanes(w), "
-                             "pairwise, blocked(kc)")
-        kind, width = match.group(1), match.group(2)
-        return cls(kind, int(width) if width is not None else None)
+        tokens = re.findall(r"[a-z_]+|\d+|[(),]|\S", value.strip().lower())
+        try:
+            order, pos = cls._parse_tokens(tokens, 0)
+            if pos != len(tokens):
+                raise _OrderSyntax
+        except (_OrderSyntax, IndexError):
+            raise ValueError(f"order={value!r} is not an order; allowed: {_ORDER_HELP}") from None
+        return order
+
+    @classmethod
+    def _parse_tokens(cls, tokens: list[str], pos: int) -> tuple[Order, int]:
+        kind = tokens[pos]
+        if not kind.isidentifier():
+            raise _OrderSyntax
+        pos += 1
+        width, parts = None, []
+        if pos < len(tokens) and tokens[pos] == "(":
+            pos += 1
+            while True:
+                if tokens[pos].isdigit():
+                    if width is not None or parts:
+                        raise _OrderSyntax
+                    width = int(tokens[pos])
+                    pos += 1
+                else:
+                    part, pos = cls._parse_tokens(tokens, pos)
+                    parts.append(part)
+                if tokens[pos] == ")":
+                    pos += 1
+                    break
+                if tokens[pos] != ",":
+                    raise _OrderSyntax
+                pos += 1
+        return cls(kind, width, tuple(parts)), pos
 
     def __str__(self) -> str:
-        return self.kind if self.width is None else f"{self.kind}({self.width})"
+        args = ([] if self.width is None else [str(self.width)]) + [str(p) for p in self.parts]
+        return self.kind if not args else f"{self.kind}({','.join(args)})"
+
+    def widths_in_k(self) -> list[int]:
+        """The widths counted in K-elements (blocked, split) here and in every nested order."""
+        own = [self.width] if self.kind in ("blocked", "split") else []
+        return own + [w for p in self.parts for w in p.widths_in_k()]
 
 
 def _check_choice(arg: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -335,8 +404,10 @@ def _validate(spec: MatmulSpec) -> None:
     _check_arith_format("accumulator", spec.accumulator)
     put("step_rounding", Rounding.parse(spec.step_rounding, "step_rounding"))
     put("order", Order.parse(spec.order))
-    if spec.order.kind == "blocked" and spec.order.width % spec.k_fused:
-        raise ValueError(f"order=blocked({spec.order.width}) must be a multiple of k_fused={spec.k_fused}")
+    for width in spec.order.widths_in_k():
+        if width % spec.k_fused:
+            raise ValueError(f"order={spec.order}: the width {width} (K-elements) must be a multiple of "
+                             f"k_fused={spec.k_fused}")
     put("promote_every", _check_optional_int("promote_every", spec.promote_every, 1))
     if spec.promote_every is not None and spec.promote_every % spec.k_fused:
         raise ValueError(f"promote_every={spec.promote_every} must be a multiple of k_fused={spec.k_fused}")
@@ -358,6 +429,11 @@ def _validate(spec: MatmulSpec) -> None:
                 raise ValueError(f"{arg}={block}: with scale_at='promotion' the K block ({block[k_axis]}) must be a "
                                  f"multiple of promote_every={spec.promote_every}, so that each promotion chunk has "
                                  "one scale")
+    if spec.scale_at == "output":
+        for arg, block, k_axis in (("a_scale_block", spec.a_scale_block, 1), ("b_scale_block", spec.b_scale_block, 0)):
+            if block is not None and block[k_axis] is not None:
+                raise ValueError(f"{arg}={block}: with scale_at='output' one scale covers all of K; use None for the "
+                                 "K block")
     if spec.name is not None and not isinstance(spec.name, str):
         raise TypeError(f"name={spec.name!r} must be a string or None")
 
@@ -368,14 +444,18 @@ def _step_events(spec: MatmulSpec, n_products: int) -> int:
     return n_products if spec.step == "pairwise" else 1
 
 
-def _chunk_events(spec: MatmulSpec, length: int) -> int:
-    """Roundings with ``step_rounding`` for one chunk of ``length`` K elements."""
+def _chunk_events(spec: MatmulSpec, length: int, order: Order | None = None) -> int:
+    """Roundings with ``step_rounding`` for one chunk of ``length`` K elements (in ``order``,
+    by default the spec's)."""
     if spec.step == "exact":
         return 1
+    order = spec.order if order is None else order
+    if order.composite:
+        return _composite_events(spec, length, order)
     k = spec.k_fused
     steps = [min(k, length - j) for j in range(0, length, k)]
     inner = sum(_step_events(spec, n) for n in steps)
-    kind, w = spec.order.kind, spec.order.width
+    kind, w = order.kind, order.width
     if kind == "sequential":
         return inner
     if kind in ("interleaved", "lanes"):
@@ -383,6 +463,22 @@ def _chunk_events(spec: MatmulSpec, length: int) -> int:
     if kind == "pairwise":
         return inner + max(len(steps) - 1, 0) + 1
     return inner + math.ceil(length / w)          # blocked: one addition per block sum
+
+
+def _composite_events(spec: MatmulSpec, length: int, order: Order) -> int:
+    """Events of the composite orders, following the module docstring (empty parts are skipped)."""
+    kind, w = order.kind, order.width
+    if kind == "group":
+        return _chunk_events(spec, length, order.parts[0]) + 1 if length else 0
+    if kind == "split":
+        head = length // w * w
+        sizes = (head, length - head)
+        return sum(_chunk_events(spec, n, part) for n, part in zip(sizes, order.parts, strict=True) if n)
+    if kind == "blocked":
+        return sum(_chunk_events(spec, min(w, length - b), order.parts[0]) + 1 for b in range(0, length, w))
+    k = spec.k_fused                                     # strided(w): lanes, a tree, one addition
+    steps = [min(k, length - j) for j in range(0, length, k)]
+    return sum(_step_events(spec, n) for n in steps) + min(w, len(steps)) if steps else 0
 
 
 def chunks(spec: MatmulSpec, K: int) -> list[tuple[int, int]]:

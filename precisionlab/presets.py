@@ -117,11 +117,15 @@ def _catalogue() -> dict[str, MatmulSpec]:
                                "(p0+p1)+(p2+p3) then + C with fp32 RNE additions, subnormal results flushed "
                                "(MMA-Sim)."))
 
-    torch_src = ("PyTorch CPU (AVX2 x86, no AVX-512/AMX) bf16 torch.matmul, DESIGN §6: exact products, fp32 "
-                 "accumulation, one rounding to the output; order {} ({}). For fp16/fp8 replace a_format and "
-                 "output_format.")
+    torch_src = ("PyTorch CPU ATen kernels (AVX2, also AVX-512 builds; torch 2.13), bf16 torch.matmul, DESIGN §6: "
+                 "exact products, fp32 accumulation, one rounding to the output; order {} ({}). For fp16/fp8 "
+                 "replace a_format and output_format. Reproduced bit for bit by golden/cpu/torch_matmul*.npz.")
+    aten_dot = "group(split(64,lanes(64),split(16,lanes(8),sequential)))"
     for name, order, layout in (("torch_cpu_nn", "interleaved(4)", "both operands row-major"),
-                                ("torch_cpu_nt", "lanes(64)", "B a transposed view, as nn.Linear / F.linear"),
+                                ("torch_cpu_nt", aten_dot, "B a transposed view, as nn.Linear / F.linear: ATen's "
+                                 "dot_with_fp32_arith, a 64-lane main loop over 64·floor(K/64) elements reduced by a "
+                                 "halving tree, then an 8-lane loop over the next 16-element chunks (halving tree, "
+                                 "added), then the rest one by one; lanes(64) where K mod 64 < 16"),
                                 ("torch_cpu_tn", "sequential", "A column-major")):
         p.append(MatmulSpec(a_format="bf16", step="ieee", accumulator="fp32", step_rounding="rne", order=order,
                             output_format="bf16", name=name, source=torch_src.format(order, layout)))
@@ -139,8 +143,61 @@ def _catalogue() -> dict[str, MatmulSpec]:
     return {s.name: s for s in p}
 
 
+def _cpu_framework_presets() -> list[MatmulSpec]:
+    """The units behind CPU framework calls, measured on an Intel Xeon with AVX-512 and AMX-BF16
+    (golden/cpu/, tools/torch_order_probe.py); precisionlab.frameworks picks them per call."""
+    onednn = "torch 2.13 CPU, oneDNN 3.12 brg_matmul"
+    return [
+        MatmulSpec(a_format="bf16", input_subnormals=False, step="ieee", accumulator="fp32", step_rounding="rne",
+                   accumulator_subnormals=False, order="group(blocked(32,interleaved(2)))", output_format="bf16",
+                   name="torch_cpu_amx_bf16",
+                   source=f"{onednn}:avx10_1_512_amx (torch.matmul/linear/bmm bf16 with M·K·N > 16^3): AMX "
+                          "TDPBF16PS tiles of 32 K-elements, each summed as two FMA chains (even and odd k) added "
+                          "together, the tile sums added in order; bf16 subnormal inputs read as zero, subnormal "
+                          "fp32 results flushed; C (bias) added last. oneDNN balances the K blocks "
+                          "(precisionlab.frameworks.onednn_amx_k_block). Measured: golden/cpu/torch_matmul.npz."),
+        MatmulSpec(a_format="fp16", step="ieee", accumulator="fp32", step_rounding="rne", order="group(sequential)",
+                   output_format="fp16", name="torch_cpu_onednn_fp16",
+                   source=f"{onednn}:avx10_1_512 (fp16 with M·K·N > 16^3, AVX-512-FP16 CPUs): one sequential "
+                          "fp32 FMA chain over K, C added last, one rounding. Measured: golden/cpu/torch_matmul.npz."),
+        MatmulSpec(a_format="e4m3", product_format="fp32", step="ieee", accumulator="fp32", step_rounding="rne",
+                   order="sequential", a_scale_block=(None, None), b_scale_block=(None, None), scale_at="products",
+                   output_format="fp32", name="torch_cpu_scaled_mm",
+                   source="torch._scaled_mm on CPU (torch 2.13, oneDNN 3.12 ref:any matmul, per-tensor scales): "
+                          "each product times scale_a, then times scale_b (fp32 roundings), added in order with "
+                          "fp32 additions, one rounding to out_dtype. Measured: golden/cpu/torch_matmul.npz."),
+        MatmulSpec(a_format="e4m3", step="ieee", accumulator="fp32", step_rounding="rne", order="sequential",
+                   a_scale_block=(None, None), b_scale_block=(None, None), scale_at="operands", output_format="fp32",
+                   name="torch_cpu_scaled_mm_emulated",
+                   source="torch._scaled_mm on CPU without oneDNN's fp8 matmul (e5m2 operands, row-wise scales, or "
+                          "mkldnn disabled; torch 2.13): the operands times their scales in fp32, then an MKL sgemm "
+                          "(one sequential FMA chain for these sizes), one rounding to out_dtype. Measured: "
+                          "golden/cpu/torch_matmul*.npz."),
+        MatmulSpec(a_format="bf16", input_subnormals=False, step="ieee", accumulator="fp32", step_rounding="rne",
+                   accumulator_subnormals=False, order="split(2,blocked(32,interleaved(2)),sequential)",
+                   output_format="fp32", name="jax_cpu_bf16_f32",
+                   source="JAX 0.10.2 CPU jnp.dot(bf16, bf16, preferred_element_type=f32), XLA's default YNNPACK "
+                          "dot fusion on AMX-BF16: 32-element tiles as in torch_cpu_amx_bf16 over the even part of "
+                          "K, unbalanced, an odd last element added at the end; DAZ/FTZ. Measured: "
+                          "golden/cpu/jax_dot.npz."),
+        MatmulSpec(a_format="bf16", step="ieee", accumulator="fp32", step_rounding="rne",
+                   order="split(4,strided(4),group(sequential))", output_format="bf16", name="jax_cpu_dot",
+                   source="JAX 0.10.2 CPU jnp.dot for bf16/f16/f8 operands with their own output type: operands "
+                          "converted to f32, YNNPACK f32 dot (4 partial sums s[k mod 4] over 4·floor(K/4) "
+                          "elements added as (s0+s1)+(s2+s3), the rest summed on its own and added), one rounding; "
+                          "f8 outputs round through f16. K = 5, 9, 13, 17 run one sequential dot. Measured: "
+                          "golden/cpu/jax_dot.npz."),
+        MatmulSpec(a_format="bf16", step="ieee", accumulator="fp32", step_rounding="rne", order="sequential",
+                   output_format="bf16", name="jax_cpu_xla_dot",
+                   source="JAX 0.10.2 CPU jnp.dot with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= (XLA's "
+                          "own dot after the f32 upcast): one sequential fp32 FMA chain, one rounding. Measured: "
+                          "golden/cpu/jax_dot_noynn.npz."),
+    ]
+
+
 #: Preset name -> MatmulSpec (DESIGN §6).
 presets: dict[str, MatmulSpec] = _catalogue()
+presets.update({s.name: s for s in _cpu_framework_presets()})
 
 
 def get_preset(name: str) -> MatmulSpec:

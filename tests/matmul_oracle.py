@@ -228,14 +228,44 @@ class Oracle:
             return self.add(acc, self.tree([p for p, _ in prods]))
         return self.fused(acc, prods)
 
-    def chunk(self, prods: list[tuple[float, int | None]], c0: float) -> float:
+    def composite(self, order, prods: list[tuple[float, int | None]], c0: float) -> float:
+        """The composite orders, from the definitions in precisionlab/matmul.py's docstring."""
+        kind, w, parts = order.kind, order.width, order.parts
+        if kind == "group":                      # inner from -0, then one addition to the running sum
+            return self.add(c0, self.chunk(prods, -0.0, parts[0])) if prods else c0
+        if kind == "split":                      # head over g*floor(K/g) elements, the tail continues
+            n = len(prods) - len(prods) % w
+            acc = c0
+            if n:
+                acc = self.chunk(prods[:n], acc, parts[0])
+            if len(prods) > n:
+                acc = self.chunk(prods[n:], acc, parts[1])
+            return acc
+        if kind == "blocked":                    # each block with the inner order from -0, added in order
+            acc = c0
+            for b0 in range(0, len(prods), w):
+                acc = self.add(acc, self.chunk(prods[b0:b0 + w], -0.0, parts[0]))
+            return acc
+        k = self.s.k_fused                       # strided(w): s[j mod w] over all steps, a pairwise tree
+        steps = [prods[i:i + k] for i in range(0, len(prods), k)]
+        if not steps:
+            return c0
+        lanes = [-0.0] * min(w, len(steps))
+        for j, st in enumerate(steps):
+            lanes[j % w] = self.step(lanes[j % w], st)
+        return self.add(c0, self.tree(lanes))
+
+    def chunk(self, prods: list[tuple[float, int | None]], c0: float, order=None) -> float:
         s = self.s
         if s.step == "exact":
             return self.round_to([c0] + [p for p, _ in prods], s.accumulator, s.step_rounding.value,
                                  s.accumulator_subnormals, event=True)
+        order = s.order if order is None else order
+        if order.kind in ("split", "group", "strided") or order.parts:
+            return self.composite(order, prods, c0)
         k = s.k_fused
         steps = [prods[i:i + k] for i in range(0, len(prods), k)]
-        kind, w = s.order.kind, s.order.width
+        kind, w = order.kind, order.width
         if kind == "sequential":
             acc = c0
             for st in steps:
@@ -296,6 +326,12 @@ class Oracle:
                 prods.append((p, e))
             else:
                 prods.append((p, self.E(x, a_emin) + self.E(y, b_emin)))
+            if s.scale_at == "products" and (sa is not None or sb is not None):
+                p = prods[-1][0]                 # times the A scale, then the B scale, each rounded to fp32
+                for scale in (sa[len(prods) - 1] if sa else None, sb[len(prods) - 1] if sb else None):
+                    if scale is not None:
+                        p = self.fp32([product(p, scale)])
+                prods[-1] = (p, None if (p == 0 or not math.isfinite(p)) else self.E(p, -126))
         promotes = s.promote_every is not None or (s.scale_at == "promotion" and (sa is not None or sb is not None))
         if not promotes:
             result = self.chunk(prods, c)
@@ -309,6 +345,9 @@ class Oracle:
                     scale = self.fp32([product(sa[start] if sa else 1.0, sb[start] if sb else 1.0)])
                 outer = self.fp32([outer, product(partial, scale)])
             result = outer
+        if s.scale_at == "output" and (sa is not None or sb is not None):   # once, by fp32(sa·sb), in fp32
+            scale = self.fp32([product(sa[0] if sa else 1.0, sb[0] if sb else 1.0)])
+            result = self.fp32([product(result, scale)])
         if s.output_via is not None:
             result = self.round_to([result], s.output_via, s.output_rounding.value, event=True)
         return self.round_to([result], s.output_format, s.output_rounding.value,

@@ -348,3 +348,55 @@ def test_python_m_precisionlab():
                           text=True, encoding="utf-8", env=_env(), cwd=ROOT, timeout=300)
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "e4m3x" in proc.stderr
+
+
+# ---- precisionlab conformance --golden -------------------------------------------------------------
+
+def _golden_root(tmp_path, paths, tamper=None):
+    """A golden folder holding ``paths`` of the checkout's golden/, optionally with one verification changed."""
+    import shutil
+
+    src = ROOT / "golden"
+    man = json.loads((src / "MANIFEST.json").read_text())
+    entries = [e for e in man["files"] if e["path"] in paths]
+    for e in entries:
+        (tmp_path / e["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / e["path"], tmp_path / e["path"])
+    ver = {p: dict(man["verification"][p]) for p in paths}
+    if tamper:
+        tamper(ver)
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"version": 1, "files": entries, "verification": ver}))
+    return str(tmp_path)
+
+
+def test_conformance_golden_prints_a_table_per_file(capsys, tmp_path):
+    root = _golden_root(tmp_path, ["cpu/casts_torch.npz", "cpu/casts_jax.npz"])
+    rc, out, _ = run(capsys, "conformance", "--golden", root)
+    assert rc == 0
+    assert "cpu/casts_torch.npz" in out and "elements matched" in out and "open findings" in out
+    rc, out, _ = run(capsys, "conformance", "--golden", root, "--format", "json")
+    rows = strict_json(out)
+    assert rc == 0 and {r["file"] for r in rows} == {"cpu/casts_torch.npz", "cpu/casts_jax.npz"}
+    torch_row = next(r for r in rows if r["file"] == "cpu/casts_torch.npz")
+    assert torch_row["match"] == 14 and torch_row["not_recorded"] == 2 and torch_row["mismatch"] == 0
+    assert torch_row["checked"] == torch_row["matched"] == torch_row["elements"] > 10000
+
+
+def test_conformance_golden_fails_on_an_undocumented_mismatch(capsys, tmp_path):
+    def claim_a_wrong_model(ver):
+        ver["cpu/casts_torch.npz"]["cast_e4m3_from_float32"]["model"] = "another model"
+    root = _golden_root(tmp_path, ["cpu/casts_torch.npz"], claim_a_wrong_model)
+    rc, out, _ = run(capsys, "conformance", "--golden", root)
+    assert rc == 1 and "mismatch: cpu/casts_torch.npz cast_e4m3_from_float32" in out
+
+
+def test_conformance_golden_reports_a_corrupt_file(capsys, tmp_path):
+    root = _golden_root(tmp_path, ["cpu/casts_torch.npz"])
+    (tmp_path / "cpu/casts_torch.npz").write_bytes(b"PK\x03\x04 truncated")
+    rc, _, err = run(capsys, "conformance", "--golden", root)
+    assert rc == 2 and "cpu/casts_torch.npz: sha256" in err
+
+
+def test_conformance_needs_golden(capsys):
+    rc, _, err = run(capsys, "conformance")
+    assert rc == 2 and "--golden" in err

@@ -496,8 +496,10 @@ def test_numba_equals_the_reference_on_every_preset(name):
     c = rng.standard_normal((2, 3, 5)).astype(np.float32)
     kw = {}
     if spec.a_scale_block is not None:
-        kw = {"a_scale": np.exp2(rng.integers(-3, 3, (3, 3))).astype(np.float32),
-              "b_scale": np.exp2(rng.integers(-3, 3, (3, 1))).astype(np.float32)}
+        def blocks(shape, block):
+            return tuple(-(-n // (bk or n)) for n, bk in zip(shape, block, strict=True))
+        kw = {"a_scale": np.exp2(rng.integers(-3, 3, blocks((3, K), spec.a_scale_block))).astype(np.float32),
+              "b_scale": np.exp2(rng.integers(-3, 3, blocks((K, 5), spec.b_scale_block))).astype(np.float32)}
     want = pl.matmul(a, b, spec, c=c, backend="numpy", **kw)
     got = pl.matmul(a, b, spec, c=c, backend="numba", **kw)
     assert np.array_equal(bits(got), bits(want))
@@ -507,7 +509,181 @@ def test_numba_compiles_the_common_models():
     """Which presets run compiled code (the others run the reference inside the numba backend)."""
     from precisionlab.backends import numba_backend
 
-    compiled = {n for n, s in pl.presets.items() if numba_backend._compiled(s)}
+    compiled = {n for n, s in pl.presets.items() if numba_backend.compiles(s)}
     assert {"fp32_sequential", "torch_cpu_nn", "torch_cpu_nt", "torch_cpu_tn", "ml_dtypes_dot", "fp16_accumulate",
-            "bf16_accumulate", "h100_fp16", "h100_e4m3", "deepseek_fp8", "b200_e4m3", "mi250_fp16"} <= compiled
-    assert set(pl.presets) - compiled == {"exact", "mi100_fp16", "mi300_fp16", "mi300_bf16"}
+            "bf16_accumulate", "h100_fp16", "h100_e4m3", "deepseek_fp8", "b200_e4m3", "mi250_fp16",
+            "torch_cpu_amx_bf16", "torch_cpu_onednn_fp16", "jax_cpu_dot", "jax_cpu_bf16_f32"} <= compiled
+    assert set(pl.presets) - compiled == {"exact", "mi100_fp16", "mi300_fp16", "mi300_bf16", "torch_cpu_scaled_mm"}
+
+
+# ---- composite orders and per-product scales (the CPU framework models of presets.py) -------------
+
+def test_composite_orders_parse_round_trip_and_validate():
+    for text in ("blocked(32,interleaved(2))", "split(64,lanes(64),split(16,lanes(8),sequential))",
+                 "group(split(2,blocked(32,interleaved(2)),sequential))", "split(4,strided(4),group(sequential))",
+                 "strided(3)"):
+        assert str(Order.parse(text)) == text
+        assert Order.parse(text.replace(",", ", ").upper()) == Order.parse(text)
+    assert Order.parse("blocked(32,sequential)") != Order.parse("blocked(32)")
+    for bad, words in (("split(4,lanes(4))", "2 nested"), ("group", "1 nested"), ("group(3)", "takes no width"),
+                       ("lanes(4,sequential)", "0 nested"), ("split(0,lanes(2),sequential)", "positive"),
+                       ("blocked(32,interleaved(2)", "not an order"), ("strided", "positive integer width")):
+        with pytest.raises(ValueError, match=words):
+            Order.parse(bad)
+    with pytest.raises(ValueError, match="multiple of k_fused"):
+        MatmulSpec(step="fused", k_fused=4, n_frac=24, order="group(split(6,sequential,sequential))")
+
+
+def _nested_orders(depth: int):
+    plain = st.sampled_from(["sequential", "pairwise", "interleaved(2)", "interleaved(3)", "lanes(2)", "lanes(4)",
+                             "blocked(2)", "strided(2)", "strided(3)"])
+    if depth == 0:
+        return plain
+    sub = _nested_orders(depth - 1)
+    return st.one_of(plain,
+                     st.builds(lambda g, h, t: f"split({g},{h},{t})", st.integers(1, 5), sub, sub),
+                     st.builds(lambda i: f"group({i})", sub),
+                     st.builds(lambda w, i: f"blocked({w},{i})", st.integers(1, 5), sub))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(order=_nested_orders(2), step=st.sampled_from(["ieee", "fused"]), k=st.integers(1, 2),
+       acc=st.sampled_from(["fp16", "bf16", pl.Format(5, 3, name="e5m3")]), mode=st.sampled_from(["rne", "rtz", "sr"]),
+       subnormals=st.booleans(), K=st.integers(0, 19), data=st.data())
+def test_composite_orders_equal_the_oracle(order, step, k, acc, mode, subnormals, K, data):
+    """Nested split / group / blocked(kc, inner) / strided orders: values, signs of zero and event counts."""
+    k = 1 if step == "ieee" else k
+    order = Order.parse(order)
+
+    def scale(o):          # K-element widths must be multiples of k_fused
+        w = o.width * k if o.kind in ("blocked", "split") else o.width
+        return Order(o.kind, w, tuple(scale(p) for p in o.parts))
+
+    spec = MatmulSpec(a_format="fp16", step=step, k_fused=k, n_frac=6, accumulator=acc, step_rounding=mode,
+                      accumulator_subnormals=subnormals, order=scale(order), c_format="fp32", output_format="fp32")
+    a, b, c = draw_operands(data, 1, 2, K, SPREAD, data.draw(st.booleans()))
+    check_against_oracle(spec, a, b, c, None, None, 5)
+
+
+def test_composite_orders_build_the_documented_trees():
+    """Hand-built instances of the trees measured on CPUs: L, -L at positions i, j and ones elsewhere give
+    K - |leaves under the node where i and j meet| (the ones that join L before the cancellation vanish)."""
+    def survivors(order, K, i, j):
+        spec = MatmulSpec(a_format="fp32", order=order, output_format="fp32")
+        b = np.ones((K, 1))
+        b[i], b[j] = 2.0**40, -(2.0**40)
+        return int(mm(np.ones((1, K)), b, spec)[0, 0])
+    torch_dot = "group(split(64,lanes(64),split(16,lanes(8),sequential)))"
+    assert survivors(torch_dot, 70, 0, 64) == 70 - 65     # 64 joins the reduced 64-lane main loop
+    assert survivors(torch_dot, 70, 64, 65) == 70 - 2 - 64  # the scalar tail continues the main sum
+    assert survivors(torch_dot, 40, 0, 8) == 40 - 2       # 8 vector lanes over the 32 elements: lane 0 = 0, 8, ...
+    assert survivors(torch_dot, 40, 0, 16) == 40 - 3      # ... 0, 8 first, then 16
+    amx = "blocked(32,interleaved(2))"
+    assert survivors(amx, 64, 0, 2) == 64 - 2 and survivors(amx, 64, 0, 1) == 64 - 32
+    assert survivors(amx, 64, 0, 32) == 0
+    xla = "split(2,blocked(32,interleaved(2)),sequential)"
+    assert survivors(xla, 47, 0, 46) == 0 and survivors(xla, 47, 32, 33) == 47 - 14
+    ynn = "split(4,strided(4),group(sequential))"
+    assert survivors(ynn, 11, 0, 4) == 11 - 2 and survivors(ynn, 11, 0, 1) == 11 - 4
+    assert survivors(ynn, 11, 8, 9) == 11 - 2         # the tail 8, 9, 10 is summed on its own, then added
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rows=st.none() | st.integers(1, 2), cols=st.none() | st.integers(1, 2), kb=st.none() | st.integers(1, 3),
+       prod=st.none() | st.sampled_from(["fp32", "bf16"]), M=st.integers(1, 3), N=st.integers(1, 3),
+       K=st.integers(0, 8), data=st.data())
+def test_product_scales_equal_the_oracle(rows, cols, kb, prod, M, N, K, data):
+    spec = MatmulSpec(a_format="e4m3", b_format="e5m2", product_format=prod, accumulator="fp32",
+                      a_scale_block=(rows, kb), b_scale_block=(kb, cols), scale_at="products", output_format="bf16")
+    a, b, c = draw_operands(data, M, N, K, VALUES)
+    sa, sb = draw_scales(data, spec, M, N, K)
+    check_against_oracle(spec, a, b, c, sa, sb, 6)
+
+
+def test_product_scales_round_each_multiplication_to_fp32():
+    """(p·sa)·sb with two fp32 roundings differs from p·(sa·sb) and from scaling the sum."""
+    spec = MatmulSpec(a_format="e4m3", accumulator="fp32", a_scale_block=(None, None), b_scale_block=(None, None),
+                      scale_at="products", output_format="fp32")
+    a, b = np.array([[1.125]]), np.array([[1.0]])
+    sa, sb = np.float32(0.3), np.float32(1.7)
+    got = float(mm(a, b, spec, a_scale=sa, b_scale=sb)[0, 0])
+    want = float(np.float32(np.float32(np.float32(1.125) * sa) * sb))
+    assert got == want != float(np.float32(1.125) * np.float32(sa * sb))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rows=st.none() | st.integers(1, 2), cols=st.none() | st.integers(1, 2), promote=st.none() | st.integers(1, 4),
+       M=st.integers(1, 3), N=st.integers(1, 3), K=st.integers(0, 9), data=st.data())
+def test_output_scales_equal_the_oracle(rows, cols, promote, M, N, K, data):
+    spec = MatmulSpec(a_format="e4m3", b_format="e5m2", step="fused", k_fused=1, n_frac=13, accumulator="fp32",
+                      a_scale_block=(rows, None), b_scale_block=(None, cols), scale_at="output", promote_every=promote,
+                      output_format="bf16")
+    a, b, c = draw_operands(data, M, N, K, VALUES)
+    sa, sb = draw_scales(data, spec, M, N, K)
+    check_against_oracle(spec, a, b, c, sa, sb, 7)
+
+
+def test_output_scales_multiply_the_promoted_sum_once():
+    """Promotion without scales, then one multiplication: unlike scaling each promoted chunk."""
+    base = dict(a_format="e4m3", accumulator="fp32", a_scale_block=(None, None), b_scale_block=(None, None),
+                promote_every=1, output_format="fp32")
+    a, b = np.array([[1.0, 1.0, 1.0]]), np.array([[1.0], [2.0**-9], [2.0]])
+    sa, sb = np.float32(0.3), np.float32(1.7)
+    f32 = np.float32
+    s = f32(sa * sb)
+    out = float(mm(a, b, MatmulSpec(**base, scale_at="output"), a_scale=sa, b_scale=sb)[0, 0])
+    assert out == float(f32(f32(f32(1 + 2.0**-9) + 2) * s))
+    per_chunk = float(mm(a, b, MatmulSpec(**base, scale_at="promotion"), a_scale=sa, b_scale=sb)[0, 0])
+    assert per_chunk == float(f32(f32(s + f32(2.0**-9 * s)) + f32(2 * s))) != out
+    with pytest.raises(ValueError, match="scale_at='output' one scale covers all of K"):
+        MatmulSpec(**{**base, "a_scale_block": (1, 32)}, scale_at="output")
+
+
+# ---- backends: composite orders compiled as programs (precisionlab/backends/numba_program.py) -----------
+
+PLAIN_ORDERS = st.one_of(st.sampled_from(["sequential", "pairwise"]),
+                         st.integers(1, 5).map(lambda w: f"interleaved({w})"),
+                         st.sampled_from([1, 2, 4, 8]).map(lambda w: f"lanes({w})"),
+                         st.integers(1, 6).map(lambda w: f"blocked({w})"),
+                         st.integers(1, 5).map(lambda w: f"strided({w})"))
+ORDERS = st.recursive(PLAIN_ORDERS, lambda inner: st.one_of(
+    st.tuples(st.integers(1, 8), inner).map(lambda t: f"blocked({t[0]},{t[1]})"),
+    st.tuples(st.integers(1, 8), inner, inner).map(lambda t: f"split({t[0]},{t[1]},{t[2]})"),
+    inner.map(lambda o: f"group({o})")), max_leaves=4)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(order=ORDERS, M=st.integers(1, 2), N=st.integers(1, 4), K=st.integers(0, 40), data=st.data(),
+       specials=st.booleans())
+def test_numba_runs_composite_orders_as_the_reference(order, M, N, K, data, specials):
+    from precisionlab.backends import numba_program
+
+    spec = MatmulSpec(a_format=data.draw(st.sampled_from(["fp16", "bf16", "e4m3"])), step="ieee",
+                      product_format=data.draw(st.none() | st.sampled_from(["fp32", "bf16"])),
+                      accumulator=data.draw(st.sampled_from(["fp32", *ACCUMULATORS])),    # fp32 RNE: hardware
+                      step_rounding=data.draw(st.sampled_from(["rne"] + [m for m in MODES if not m.startswith("sr")])),
+                      accumulator_subnormals=data.draw(st.booleans()), order=order,
+                      c_format=data.draw(st.none() | st.sampled_from(["fp32", "fp16"])),
+                      output_format=data.draw(st.sampled_from(["fp32", "bf16", "e5m2"])))
+    assert numba_program.covers(spec)
+    values = (VALUES | SPREAD | SPECIALS) if specials else (VALUES | SPREAD)
+    a, b, c = draw_operands(data, M, N, K, values, True)
+    want = pl.matmul(a, b, spec, c=c, backend="numpy")
+    got = pl.matmul(a, b, spec, c=c, backend="numba")
+    assert np.array_equal(bits(got), bits(want)), (got, want)
+
+
+@pytest.mark.parametrize("order", ["sequential", "lanes(8)", "group(split(64,lanes(64),split(16,lanes(8),sequential)))",
+                                   "split(4,strided(4),group(sequential))", "group(blocked(32,interleaved(2)))"])
+@pytest.mark.parametrize("K", [0, 1, 15, 16, 63, 64, 80, 129])
+def test_an_order_program_has_one_instruction_per_rounding_event(order, K):
+    """The recorded program performs exactly the additions rounding_events counts (all but the output's)."""
+    from precisionlab.backends import numba_program
+
+    spec = MatmulSpec(a_format="bf16", step="ieee", accumulator="fp32", order=order, output_format="bf16")
+    prog, n_regs, result = numba_program.program(spec, K)
+    additions = int(np.sum(prog[:, 0] != numba_program.INIT))
+    assert additions == rounding_events(spec, K) - 1
+    assert int(np.sum(prog[:, 0] == numba_program.ADD_PRODUCT)) == K
+    assert sorted(prog[prog[:, 0] == numba_program.ADD_PRODUCT, 2].tolist()) == list(range(K))
+    assert 0 <= result < n_regs <= 2 + K.bit_length() + 64          # registers are reused, not one per step

@@ -173,5 +173,5 @@ def test_accumulation_hardware_table_is_the_presets():
         assert [inputs, step, k_fused, n_frac, c, acc, rnd, order, promote, output] == [
             expected_inputs, spec.step, str(spec.k_fused), dash(spec.n_frac),
             spec.c_mode if spec.step == "fused" else "—", spec.accumulator.name, spec.step_rounding.value,
-            str(spec.order), dash(spec.promote_every), spec.output_format.name], name
+            f"`{spec.order}`", dash(spec.promote_every), spec.output_format.name], name
     assert seen == list(pl.presets), "the table lists every preset once, in catalogue order"

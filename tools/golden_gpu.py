@@ -60,7 +60,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -68,6 +67,7 @@ import traceback
 
 import numpy as np
 import torch
+from golden_manifest import merge_manifest
 
 SEED = 20261122
 K_LIST = [16, 32, 48, 64, 100, 128, 256, 1024, 4096]
@@ -705,27 +705,6 @@ def case_meta(c: Case) -> dict:
 
 
 # --------------------------------------------------------------------------- manifest
-
-def merge_manifest(path: str, new_files: list) -> None:
-    man = {"version": 1, "files": []}
-    if os.path.exists(path):
-        with open(path) as f:
-            man = json.load(f)
-    paths = {e["path"] for e in new_files}
-    man["files"] = [e for e in man.get("files", []) if e.get("path") not in paths] + new_files
-    man["files"].sort(key=lambda e: e["path"])
-    man["version"] = 1
-    tmp = path + ".tmp"
-    text = json.dumps(man, indent=1)
-    # keep lists of scalars (shapes, strides, kernel names) on one line
-    text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]",
-                  lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
-    text = re.sub(r"\{\n\s*([^\[\]{}]*?)\n\s*\}",
-                  lambda m: "{" + re.sub(r",\n\s*", ", ", m.group(1)) + "}", text)
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

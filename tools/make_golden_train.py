@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from golden_gpu import merge_manifest  # noqa: E402  (same MANIFEST formatting)
+from golden_manifest import merge_manifest  # noqa: E402  (same MANIFEST formatting)
 
 SEED = 20261124
 N, D_IN, HIDDEN, CLASSES = 64, 16, 32, 10

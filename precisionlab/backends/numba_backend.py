@@ -1130,9 +1130,15 @@ def _fits(fmt: Format, max_fraction_bits: int = 28) -> bool:
     return fmt.exponent_bits <= 8 and fmt.mantissa_bits <= max_fraction_bits
 
 
+#: Orders the compiled kernel runs (the composite ones of the CPU framework models run the reference).
+_COMPILED_ORDERS = ("sequential", "interleaved", "lanes", "pairwise", "blocked")
+
+
 def _compiled(spec) -> bool:
     """Whether the compiled kernels cover ``spec`` exactly (see the section comment)."""
     if spec.stochastic or spec.step == "exact":
+        return False
+    if spec.order.parts or spec.order.kind not in _COMPILED_ORDERS or spec.scale_at not in ("operands", "promotion"):
         return False
     inputs = [spec.a_format, spec.effective_b_format]
     if not all(_fits(f, 23) for f in inputs):
@@ -1150,22 +1156,20 @@ def _compiled(spec) -> bool:
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
                   b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
     """The kernel interface of the NumPy reference (same arguments, same bits)."""
+    from . import numba_program
+
     if not _compiled(spec):
-        return _reference.matmul_values(a, b, c, a_scale, b_scale, spec, seed)
-    # writeable C arrays: one compiled signature (read-only broadcast views would compile a second one)
-    a, b, c = (np.require(x, np.float64, ["C", "W"]) for x in (a, b, c))
-    if a_scale is not None:
-        a_scale = np.require(a_scale, np.float64, ["C", "W"])
-    if b_scale is not None:
-        b_scale = np.require(b_scale, np.float64, ["C", "W"])
+        if not numba_program.covers(spec):
+            return _reference.matmul_values(a, b, c, a_scale, b_scale, spec, seed)
+        a, b, c = _scaled_operands(a, b, c, a_scale, b_scale, spec)[:3]
+        return _output(numba_program.matmul_values(a, b, c, spec, _TILE), spec, seed)
+    a, b, c, a_scale, b_scale = _scaled_operands(a, b, c, a_scale, b_scale, spec)
     a_emin, a_m = spec.a_format.emin, spec.a_format.mantissa_bits
     b_emin, b_m = spec.effective_b_format.emin, spec.effective_b_format.mantissa_bits
     fp32_spec = RoundSpec(_FP32)
-    if spec.scale_at == "operands" and a_scale is not None:          # operands x scales, rounded to fp32
-        a = round_values((a * a_scale).reshape(-1), fp32_spec, 0).reshape(a.shape)
+    if spec.scale_at == "operands" and a_scale is not None:          # the operands are fp32 values now
         a_emin, a_m = _FP32.emin, _FP32.mantissa_bits
     if spec.scale_at == "operands" and b_scale is not None:
-        b = round_values((b * b_scale).reshape(-1), fp32_spec, 0).reshape(b.shape)
         b_emin, b_m = _FP32.emin, _FP32.mantissa_bits
     acc = spec.accumulator_spec(seed)
     native = (spec.step == "ieee" and acc.format == _FP32 and acc.rounding is Rounding.RNE and acc.subnormals
@@ -1199,11 +1203,38 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
                    order_width, spec.k_fused, chunk, spec.promotes, spec.scale_at == "promotion",
                    a_scale is not None, b_scale is not None, _mode_params(acc),
                    _mode_params(spec.accumulator_rne_spec()), _mode_params(prod), _mode_params(fp32_spec), da, db)
-    out = np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N]
-    out = np.where(np.isnan(out), np.nan, out)                     # one NaN, as the reference
+    return _output(np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N], spec, seed)
+
+
+def _scaled_operands(a, b, c, a_scale, b_scale, spec):
+    """Writeable C float64 arrays (one compiled signature: read-only broadcast views would compile a
+    second one); with ``scale_at="operands"`` the operands times their scales, rounded to fp32."""
+    a, b, c = (np.require(x, np.float64, ["C", "W"]) for x in (a, b, c))
+    if a_scale is not None:
+        a_scale = np.require(a_scale, np.float64, ["C", "W"])
+    if b_scale is not None:
+        b_scale = np.require(b_scale, np.float64, ["C", "W"])
+    fp32_spec = RoundSpec(_FP32)
+    if spec.scale_at == "operands" and a_scale is not None:
+        a = round_values((a * a_scale).reshape(-1), fp32_spec, 0).reshape(a.shape)
+    if spec.scale_at == "operands" and b_scale is not None:
+        b = round_values((b * b_scale).reshape(-1), fp32_spec, 0).reshape(b.shape)
+    return a, b, c, a_scale, b_scale
+
+
+def _output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
+    """The accumulated sums to the output: one NaN (as the reference), ``output_via``, the output rounding."""
+    out = np.where(np.isnan(out), np.nan, out)
     via = spec.via_spec(seed)
     if via is not None:
         out = round_values(out.reshape(-1), via, 0).reshape(out.shape)
         out = np.where(np.isnan(out), np.nan, out)
     out = round_values(out.reshape(-1), spec.output_spec(seed), 0).reshape(out.shape)
     return np.where(np.isnan(out), np.nan, out)
+
+
+def compiles(spec) -> bool:
+    """Whether :func:`matmul_values` runs ``spec`` in compiled code (else it runs the NumPy reference)."""
+    from . import numba_program
+
+    return _compiled(spec) or numba_program.covers(spec)

@@ -440,6 +440,9 @@ class ReferenceMatmul:
                 exp = exponent(p, self.product.format.emin) if isinstance(p, Exact) and p.n else None
             else:
                 exp = exponent(exact(x), a_emin) + exponent(exact(y), b_emin)   # not renormalised
+            if spec.scale_at == "products" and (sa is not None or sb is not None):
+                p, exp = scaled_product(self, p, sa[len(terms)] if sa is not None else None,
+                                        sb[len(terms)] if sb is not None else None)
             terms.append(Term(p, exp))
         return terms
 
@@ -495,15 +498,19 @@ class ReferenceMatmul:
         return round_exact(s, self.acc, counter)
 
     # ---- the order of the steps over one chunk ----------------------------------------------
-    def chunk_sum(self, terms: list[Term], c0: float) -> float:
-        """The chunk's sum from ``c0``; partial sums start at -0, the additive identity (no term yet)."""
+    def chunk_sum(self, terms: list[Term], c0: float, order=None) -> float:
+        """The chunk's sum from ``c0`` in ``order`` (default: the spec's); partial sums start at -0,
+        the additive identity (no term yet)."""
         spec = self.spec
         if spec.step == "exact":
             counter = self.event()
             return round_exact(total([c0] + [t.value for t in terms]), self.acc, counter)
+        order = spec.order if order is None else order
+        if order.composite:
+            return composite_sum(self, order, terms, c0)
         k = spec.k_fused
         steps = [terms[j:j + k] for j in range(0, len(terms), k)]
-        kind, w = spec.order.kind, spec.order.width
+        kind, w = order.kind, order.width
         if kind == "sequential":
             acc = c0
             for st in steps:
@@ -559,6 +566,8 @@ class ReferenceMatmul:
                                                       sb[start] if sb is not None else 1.0), self.fp32)
                 outer = round_exact(total([outer, exact_product(partial, scale)]), self.fp32)
             result = outer
+        if spec.scale_at == "output" and (sa is not None or sb is not None):
+            result = output_scaled(self, result, sa, sb)
         if self.via is not None:
             result = round_exact(as_term(canonical(result)), self.via, self.event())
         return canonical(round_exact(as_term(canonical(result)), self.out, self.event()))
@@ -585,3 +594,54 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
                                               i * events)
                 assert model.counter == (i + 1) * events, "rounding_events disagrees with the schedule"
     return out
+
+
+# =====================================================================================================
+# Matmul: composite orders and per-product scales (measured on CPU frameworks, precisionlab/presets.py)
+#
+# ``composite_sum`` follows the composite-order paragraph of precisionlab/matmul.py's docstring: it
+# calls ``chunk_sum`` on the parts, so a nested plain order runs the code above.
+# =====================================================================================================
+
+def composite_sum(model: ReferenceMatmul, order, terms: list[Term], c0: float) -> float:
+    """``blocked(kc, inner)``, ``split(g, head, tail)``, ``group(inner)`` and ``strided(w)`` from ``c0``."""
+    kind, w = order.kind, order.width
+    if kind == "group":
+        return model.add(c0, model.chunk_sum(terms, -0.0, order.parts[0])) if terms else c0
+    if kind == "split":
+        head = len(terms) // w * w
+        acc = c0
+        for part_terms, part in ((terms[:head], order.parts[0]), (terms[head:], order.parts[1])):
+            if part_terms:
+                acc = model.chunk_sum(part_terms, acc, part)
+        return acc
+    if kind == "blocked":
+        acc = c0
+        for b in range(0, len(terms), w):
+            acc = model.add(acc, model.chunk_sum(terms[b:b + w], -0.0, order.parts[0]))
+        return acc
+    k = model.spec.k_fused                                       # strided(w)
+    steps = [terms[j:j + k] for j in range(0, len(terms), k)]
+    if not steps:
+        return c0
+    lanes = [-0.0] * min(w, len(steps))
+    for j, st in enumerate(steps):
+        lanes[j % w] = model.step(lanes[j % w], st)
+    return model.add(c0, model.tree(lanes))
+
+
+def scaled_product(model: ReferenceMatmul, p, sa: float | None, sb: float | None):
+    """``scale_at="products"``: the product times its A scale, then its B scale, each rounded to fp32."""
+    for s in (sa, sb):
+        if s is not None:
+            p = as_term(round_exact(exact_product(p, s), model.fp32))
+    exp = exponent(p, model.fp32.format.emin) if isinstance(p, Exact) and p.n else None
+    return p, exp
+
+
+def output_scaled(model: ReferenceMatmul, result: float, sa: list | None, sb: list | None) -> float:
+    """``scale_at="output"``: the sum times fp32(a_scale·b_scale), rounded to fp32 (one scale along K)."""
+    first_a = sa[0] if sa else 1.0
+    first_b = sb[0] if sb else 1.0
+    scale = round_exact(exact_product(first_a, first_b), model.fp32)
+    return round_exact(exact_product(as_term(result), scale), model.fp32)

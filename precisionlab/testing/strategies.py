@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without hypothes
 
 from ..formats import NAN_ENCODINGS, Format, get_format, p3109
 from ..formats import formats as catalogue
-from ..matmul import ALIGN_ROUNDINGS, C_MODES, ORDER_KINDS, STEPS, MatmulSpec, Order
+from ..matmul import ALIGN_ROUNDINGS, C_MODES, STEPS, MatmulSpec, Order
 from ..rounding import Overflow, Rounding, decode_dtype
 
 __all__ = ["values", "cast_inputs", "arrays", "formats", "specs", "edge_values"]
@@ -228,6 +228,24 @@ _INPUT_FORMATS = ("fp32", "tf32", "fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "e
 _SUM_FORMATS = ("fp32", "fp16", "bf16")
 
 
+def _orders(k_fused: int) -> st.SearchStrategy[Order]:
+    """Orders over K: the plain kinds and, nested up to two levels, the composites
+    ``blocked(kc, inner)``, ``split(g, head, tail)``, ``group(inner)``; the widths counted in
+    K-elements (blocked, split) are multiples of ``k_fused``, as the validator requires."""
+    in_k = st.integers(1, 4).map(lambda n: n * k_fused)
+    leaves = st.one_of(st.just(Order("sequential")), st.just(Order("pairwise")),
+                       st.integers(1, 8).map(lambda w: Order("interleaved", w)),
+                       st.sampled_from([1, 2, 4, 8, 16]).map(lambda w: Order("lanes", w)),
+                       st.integers(1, 8).map(lambda w: Order("strided", w)),
+                       in_k.map(lambda w: Order("blocked", w)))
+
+    def nest(inner: st.SearchStrategy[Order]) -> st.SearchStrategy[Order]:
+        return st.one_of(st.tuples(in_k, inner).map(lambda t: Order("blocked", t[0], (t[1],))),
+                         st.tuples(in_k, inner, inner).map(lambda t: Order("split", t[0], t[1:])),
+                         inner.map(lambda o: Order("group", None, (o,))))
+    return st.one_of(leaves, nest(leaves), nest(nest(leaves)))    # plain orders as often as nested ones
+
+
 def _deterministic_modes(draw: Any) -> Rounding:
     return draw(st.sampled_from([m for m in Rounding if not m.stochastic]))
 
@@ -240,9 +258,7 @@ def _random_spec(draw: Any, stochastic: bool, input_formats: tuple[str, ...]) ->
     b = draw(st.one_of(st.none(), st.sampled_from(input_formats)))
     accumulator: Format | str = draw(st.one_of(st.sampled_from(_SUM_FORMATS),
                                                st.integers(10, 23).map(lambda m: Format(8, m, name=f"e8m{m}"))))
-    kind = draw(st.sampled_from(ORDER_KINDS))
-    width = {"interleaved": draw(st.integers(1, 8)), "lanes": draw(st.sampled_from([1, 2, 4, 8, 16])),
-             "blocked": k_fused * draw(st.integers(1, 4))}.get(kind)
+    order = draw(_orders(k_fused))
     c_mode = draw(st.sampled_from(C_MODES)) if step == "fused" else "early"
     n_frac = draw(st.one_of(st.none(), st.integers(0, 30))) if step == "fused" else None
     if c_mode == "late_rd" and n_frac is None:
@@ -258,7 +274,7 @@ def _random_spec(draw: Any, stochastic: bool, input_formats: tuple[str, ...]) ->
             c_mode=c_mode, ref_exp_floor=draw(st.one_of(st.none(), st.integers(-160, -100))),
             late_n_frac=draw(st.integers(n_frac or 0, 34)) if c_mode == "late_rd" else None,
             accumulator=accumulator, step_rounding=step_rounding, accumulator_subnormals=draw(st.booleans()),
-            order=Order(kind, width), promote_every=draw(st.one_of(st.none(), st.integers(1, 8).map(
+            order=order, promote_every=draw(st.one_of(st.none(), st.integers(1, 8).map(
                 lambda n: n * k_fused))),
             output_format=draw(st.sampled_from(_SUM_FORMATS)), output_rounding=output_rounding,
             output_overflow=draw(st.sampled_from(list(Overflow))),
@@ -271,8 +287,9 @@ def specs(*, presets: bool = True, custom: bool = True, stochastic: bool = False
           input_formats: tuple[str, ...] | None = None) -> st.SearchStrategy[MatmulSpec]:
     """Valid :class:`~precisionlab.matmul.MatmulSpec` instances: the presets of ``pl.presets`` and/or
     random specs (any step, k_fused, n_frac, C mode, accumulator -- fp32, fp16, bf16 or an
-    fp32-range one with 10 to 23 fraction bits --, rounding, order over K, promotion, product,
-    via and output format), each built through MatmulSpec's own validator.
+    fp32-range one with 10 to 23 fraction bits --, rounding, order over K including the nested
+    ones, promotion, product, via and output format), each built through MatmulSpec's own
+    validator.
 
     ``stochastic=False`` (the default) leaves out stochastic step and output roundings, which
     need ``seed=`` in ``pl.matmul``; ``with_scales=False`` leaves out the presets with block
