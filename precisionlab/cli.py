@@ -9,8 +9,10 @@ Subcommands so far:
 * ``precisionlab error matmul --presets ...`` -- matmul presets x K x distributions
   against the exact product;
 * ``precisionlab error train --recipes ...`` -- train one model with several
-  mixed-precision recipes and compare them side by side.
-* ``precisionlab conformance --golden [DIR]`` -- the golden suite, a table per file.
+  mixed-precision recipes and compare them side by side;
+* ``precisionlab conformance --golden [DIR]`` -- the golden suite, a table per file;
+* ``precisionlab report [--out DIR]`` -- the formats, cast error, matmul error and
+  recipes tables in one deterministic report (``precisionlab/report.py``).
 
 Every subcommand is one ``_add_<name>(subparsers)`` function that builds its parser
 and sets ``func`` to a ``(args, out) -> int`` handler; :data:`SUBCOMMANDS` lists them.
@@ -262,8 +264,12 @@ def _emit(records: list[dict[str, Any]], columns: Sequence[Column], output: str,
     from tabulate import tabulate
 
     rows = [[c.show(rec[c.key]) for c in columns] for rec in records]
+    headers = [c.header for c in columns]
     tablefmt = "pipe" if output == "markdown" else "simple"
-    out.write(tabulate(rows, headers=[c.header for c in columns], tablefmt=tablefmt, disable_numparse=True,
+    if output == "markdown":  # a '|' inside a cell (the header 'overflows at |x|') would end the cell
+        rows = [[cell.replace("|", "\\|") for cell in row] for row in rows]
+        headers = [h.replace("|", "\\|") for h in headers]
+    out.write(tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True,
                        colalign=[c.align for c in columns]) + "\n")
 
 
@@ -859,13 +865,14 @@ def _threshold_record(t: Any) -> dict[str, Any] | None:
 
 
 def cast_error_record(fmt: Format, rounding: Rounding, dist: str, n: int, seed: int, overflow: str = "default",
-                      subnormals: bool = True) -> dict[str, Any]:
+                      subnormals: bool = True, backend: str = "auto") -> dict[str, Any]:
     """One row of ``precisionlab error cast`` (also for ``precisionlab report``)."""
     from .analysis import cast_error, input_dtype, sample
 
     dtype = input_dtype(fmt)
     x = sample(dist, n, fmt, seed, dtype)
-    stats = cast_error(x, fmt, rounding, overflow, subnormals, seed=seed if rounding.stochastic else None)
+    stats = cast_error(x, fmt, rounding, overflow, subnormals, seed=seed if rounding.stochastic else None,
+                       backend=backend)
     return {
         "format": fmt.name, "rounding": rounding.value, "dist": dist, "n": n, "input": dtype.name,
         "max_rel_error": _json_float(stats.relative.max), "mean_rel_error": _json_float(stats.relative.mean),
@@ -1069,24 +1076,25 @@ def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def matmul_error_record(spec: Any, k: int, dist: str, m: int, n: int, seed: int,
-                        cache: dict[Any, Any] | None = None) -> dict[str, Any]:
+                        cache: dict[Any, Any] | None = None, backend: str = "auto") -> dict[str, Any]:
     """One row of ``precisionlab error matmul``: ``pl.matmul(a, b, spec)`` against the exact
-    product of the inputs rounded to the spec's input formats."""
+    product of the inputs rounded to the spec's input formats (also for ``precisionlab report``)."""
     from .analysis import bits_lost, error_ulps, relative_error, summarize
     from .matmul import matmul
 
     a, b = matmul_inputs(dist, m, k, n, seed)
     flush = not spec.input_subnormals
     kw = dict(rounding=spec.input_rounding, overflow=spec.input_overflow, subnormals=not flush, flush_inputs=flush)
-    ar = np.asarray(pl_round(a, spec.a_format, **kw), dtype=np.float64)
-    br = np.asarray(pl_round(b, spec.effective_b_format, **kw), dtype=np.float64)
+    ar = np.asarray(pl_round(a, spec.a_format, **kw, backend=backend), dtype=np.float64)
+    br = np.asarray(pl_round(b, spec.effective_b_format, **kw, backend=backend), dtype=np.float64)
     scales = {"a_scale": 1.0 if spec.a_scale_block is not None else None,
               "b_scale": 1.0 if spec.b_scale_block is not None else None}  # unit scales: the unscaled unit
     if not (np.isfinite(ar).all() and np.isfinite(br).all()):
         raise ValueError(f"preset {spec.name!r}: inputs of dist={dist!r} overflow its input formats ("
                          f"{spec.a_format.name}, {spec.effective_b_format.name}); the exact reference needs finite "
                          "values")
-    d = np.asarray(matmul(ar, br, spec, seed=seed if spec.stochastic else None, **scales), dtype=np.float64)
+    d = np.asarray(matmul(ar, br, spec, seed=seed if spec.stochastic else None, backend=backend, **scales),
+                   dtype=np.float64)
     key = (ar.tobytes(), br.tobytes(), ar.shape, br.shape)
     if cache is not None and key in cache:
         ref = cache[key]
@@ -1542,6 +1550,17 @@ def _add_presets(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------
+# precisionlab report (the logic is in precisionlab/report.py)
+# ---------------------------------------------------------------------------
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    from .report import add_parser
+
+    add_parser(sub)
+
+
+# ---------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------
 
@@ -1571,7 +1590,7 @@ def _output_parent() -> argparse.ArgumentParser:
 
 #: One function per subcommand; each adds its parser to the subparsers and sets ``func``.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_formats, _add_presets, _add_round,
-                                                                   _add_error, _add_conformance]
+                                                                   _add_error, _add_conformance, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

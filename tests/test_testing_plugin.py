@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from precisionlab.backends import BACKENDS, available_backends
+import precisionlab as pl
+from precisionlab.backends import BACKENDS, available_backends, select_backend
 
 pytest_plugins = ["pytester"]
 
@@ -82,3 +83,82 @@ def test_help_lists_the_option(pytester):
     result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(["*--precisionlab-backend=NAME*"])
     assert all(name in result.stdout.str() for name in BACKENDS)
+
+
+# ------------------------------------------------------------------ presets ----
+
+PRESET_SUITE = f'''
+import sys
+import pytest
+import precisionlab as pl
+from precisionlab.backends import select_backend
+from precisionlab.testing import check_kernel
+
+sys.path.insert(0, {str(EXAMPLES)!r})
+import matmul_kernels
+
+def test_every_preset(precisionlab_preset):
+    assert isinstance(precisionlab_preset, pl.MatmulSpec)
+    assert pl.get_preset(precisionlab_preset.name) == precisionlab_preset
+
+@pytest.mark.precisionlab_presets("torch_cpu_tn", "bf16_accumulate")
+def test_user_gemm(precisionlab_preset, precisionlab_backend):
+    if not hasattr(select_backend(precisionlab_backend), "matmul_values"):
+        pytest.skip("no matmul kernel on this backend")
+    report = check_kernel(matmul_kernels.gemm_bf16, precisionlab_preset, shapes=((2, 16, 3),), dists=("normal",),
+                          backend=precisionlab_backend)
+    assert report.passed == (precisionlab_preset.name == "torch_cpu_tn"), report    # fp32 accumulation
+'''
+
+
+def test_preset_fixture_runs_once_per_preset(pytester):
+    pytester.makepyfile(test_user=PRESET_SUITE)
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=len(pl.presets) + 2)
+    result.stdout.fnmatch_lines(["*--precisionlab-preset=all*", "*test_every_preset?h100_e4m3? PASSED*",
+                                 "*test_user_gemm?auto-torch_cpu_tn? PASSED*"])
+    assert "test_user_gemm[auto-h100_fp16]" not in result.stdout.str()
+
+
+def test_preset_option_narrows_every_test(pytester):
+    pytester.makepyfile(test_user=PRESET_SUITE)
+    result = pytester.runpytest_subprocess("-v", "--precisionlab-preset", "H100_FP16, torch_cpu_tn",
+                                           "--precisionlab-backend=all")
+    n = len(available_backends())
+    with_matmul = sum(hasattr(select_backend(b), "matmul_values") for b in available_backends())
+    # two presets; the gemm test keeps only torch_cpu_tn, per backend (skipped where no matmul kernel exists)
+    result.assert_outcomes(passed=2 + with_matmul, skipped=n - with_matmul)
+    result.stdout.fnmatch_lines(["*test_every_preset?h100_fp16? PASSED*", "*test_every_preset?torch_cpu_tn? PASSED*"])
+    result = pytester.runpytest_subprocess("-v", "--precisionlab-preset=exact")
+    result.assert_outcomes(passed=1, skipped=1)  # nothing in common with the marker: skipped
+
+
+def test_bad_preset_is_a_usage_error(pytester):
+    pytester.makepyfile(test_user=PRESET_SUITE)
+    result = pytester.runpytest_subprocess("--precisionlab-preset=h100_fp17")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--precisionlab-preset*'h100_fp17' is not a preset*h100_fp16*"])
+    pytester.makepyfile(test_user=PRESET_SUITE.replace('"bf16_accumulate"', '"bf16_acc"'))
+    result = pytester.runpytest_subprocess()
+    assert result.ret != 0
+    assert "'bf16_acc' is not a preset" in result.stdout.str() + result.stderr.str()
+
+
+def test_help_lists_the_preset_option(pytester):
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*--precisionlab-preset=NAMES*"])
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(["*precisionlab_presets(*names)*"])
+
+
+def test_the_example_user_suite(pytester):
+    """examples/test_my_kernels.py (shown verbatim in docs/conformance.md) passes, with the options too."""
+    for name in ("test_my_kernels.py", "cast_kernels.py", "matmul_kernels.py"):
+        (pytester.path / name).write_text((EXAMPLES / name).read_text(encoding="utf-8"), encoding="utf-8")
+    result = pytester.runpytest_subprocess("-v", "test_my_kernels.py")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_gemm_bf16?torch_cpu_tn? PASSED*", "*test_gemm_bf16?ml_dtypes_dot? PASSED*"])
+    result = pytester.runpytest_subprocess("-v", "test_my_kernels.py", "--precisionlab-backend=numpy",
+                                           "--precisionlab-preset=torch_cpu_tn")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_cast_bf16?numpy? PASSED*", "*test_gemm_bf16?torch_cpu_tn? PASSED*"])

@@ -3,6 +3,7 @@ every value is reachable, the edge values and the rounding boundaries show up, f
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 from functools import cache
@@ -15,6 +16,7 @@ from oracle import code_values, finite_values
 
 import precisionlab as pl
 from precisionlab.analysis import representable
+from precisionlab.matmul import C_MODES, ORDER_KINDS, STEPS
 from precisionlab.testing import strategies as S
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -137,3 +139,73 @@ def test_formats():
     assert all(f.ml_dtype is not None for f in only_ml)
     with pytest.raises(ValueError, match="nothing to draw"):
         S.formats(catalogue_formats=False, custom=False)
+
+
+# ------------------------------------------------------------------ specs ----
+
+
+def test_specs_are_valid_and_cover_the_model():
+    drawn = []
+
+    @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(S.specs())
+    def collect(spec):
+        drawn.append(spec)
+
+    collect()
+    fields = [f.name for f in dataclasses.fields(pl.MatmulSpec)]
+    for spec in drawn:
+        assert isinstance(spec, pl.MatmulSpec)
+        assert pl.MatmulSpec(**{f: getattr(spec, f) for f in fields}) == spec   # it passes its own validator
+        assert not spec.stochastic and not spec.has_scales
+    assert {s.step for s in drawn} == set(STEPS)
+    assert {s.order.kind for s in drawn} == set(ORDER_KINDS)
+    assert {s.c_mode for s in drawn if s.step == "fused"} == set(C_MODES)
+    assert any(s.promote_every is not None for s in drawn) and any(s.product_format is not None for s in drawn)
+    assert any(s.accumulator not in pl.formats.values() for s in drawn)          # custom accumulators
+    assert any(s in pl.presets.values() for s in drawn) and any(s.name == "random" for s in drawn)
+
+
+def test_specs_options():
+    def draw_all(strategy, n=150):
+        out = []
+
+        @settings(max_examples=n, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+        @given(strategy)
+        def collect(spec):
+            out.append(spec)
+
+        collect()
+        return out
+
+    only_presets = draw_all(S.specs(custom=False, with_scales=True, stochastic=True), 400)
+    assert all(s.name in pl.presets for s in only_presets)
+    assert {s.name for s in only_presets} == set(pl.presets)                 # every preset, deepseek_fp8 too
+    assert any(s.stochastic for s in draw_all(S.specs(presets=False, stochastic=True)))
+    fp8 = draw_all(S.specs(input_formats=("e4m3", "e5m2")))
+    assert all({s.a_format.name, s.effective_b_format.name} <= {"e4m3", "e5m2"} for s in fp8)
+    assert any(s.name == "h100_e4m3" or s.name == "b200_e5m2" for s in fp8)
+    with pytest.raises(ValueError, match="nothing to draw"):
+        S.specs(presets=False, custom=False)
+    with pytest.raises(ValueError, match="e9m9"):
+        S.specs(input_formats=("e9m9",))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_drawn_spec_runs_and_the_backends_agree(data):
+    """The use the strategy is for: a property over all specs -- here that pl.matmul accepts
+    every drawn spec and the Numba backend gives the NumPy reference's bits."""
+    from precisionlab.testing import assert_bitwise_equal
+
+    spec = data.draw(S.specs(stochastic=True))
+    k = data.draw(st.integers(1, 40))
+    flags = dict(allow_nan=False, allow_infinity=False)
+    a = data.draw(S.arrays(spec.a_format, (2, k), dtype=np.float64, **flags))
+    b = data.draw(S.arrays(spec.effective_b_format, (k, 3), dtype=np.float64, **flags))
+    seed = 7 if spec.stochastic else None
+    with np.errstate(all="ignore"):
+        ref = pl.matmul(a, b, spec, seed=seed, backend="numpy")
+        fast = pl.matmul(a, b, spec, seed=seed, backend="numba")
+    assert ref.shape == (2, 3)
+    assert_bitwise_equal(fast, ref, spec.output_format)

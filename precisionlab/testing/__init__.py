@@ -5,8 +5,9 @@
 * :func:`check_kernel` -- run a cast (or, with ``pl.matmul``, a matmul) kernel on inputs
   built to separate behaviours and get a :class:`ConformanceReport`;
 * :mod:`precisionlab.testing.strategies` -- hypothesis strategies (needs hypothesis);
-* :mod:`precisionlab.testing.plugin` -- the pytest plugin (``--precisionlab-backend``,
-  the ``precisionlab_backend`` fixture, :func:`~precisionlab.testing.plugin.parametrize_backends`),
+* :mod:`precisionlab.testing.plugin` -- the pytest plugin (``--precisionlab-backend`` and
+  the ``precisionlab_backend`` fixture, ``--precisionlab-preset`` and the
+  ``precisionlab_preset`` fixture, :func:`~precisionlab.testing.plugin.parametrize_backends`),
   registered through the ``pytest11`` entry point.
 """
 

@@ -10,6 +10,7 @@
   part), values below the smallest subnormal, ±0, ±Inf, NaN, and arbitrary floats.
 * :func:`arrays` -- NumPy arrays of such elements.
 * :func:`formats` -- catalogue formats and valid random custom formats.
+* :func:`specs` -- matmul presets and valid random :class:`~precisionlab.matmul.MatmulSpec` instances.
 
 Requires ``hypothesis`` (a test dependency, not a runtime one).
 """
@@ -31,9 +32,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without hypothes
 
 from ..formats import NAN_ENCODINGS, Format, get_format, p3109
 from ..formats import formats as catalogue
-from ..rounding import decode_dtype
+from ..matmul import ALIGN_ROUNDINGS, C_MODES, STEPS, MatmulSpec, Order
+from ..rounding import Overflow, Rounding, decode_dtype
 
-__all__ = ["values", "cast_inputs", "arrays", "formats", "edge_values"]
+__all__ = ["values", "cast_inputs", "arrays", "formats", "specs", "edge_values"]
 
 
 def _float(v: Fraction | float) -> float:
@@ -215,8 +217,99 @@ def formats(*, catalogue_formats: bool = True, custom: bool = True, max_bits: in
 
 
 # ---------------------------------------------------------------------------
-# specs(): a MatmulSpec strategy goes here when pl.matmul lands (DESIGN §6): presets
-# from pl.presets and valid random MatmulSpecs (input formats from formats(), step,
-# k_fused, n_frac, accumulator, order, promote_every), built through MatmulSpec's own
-# validator as _custom_format does through Format's.
+# MatmulSpecs
 # ---------------------------------------------------------------------------
+
+#: Operand formats of random specs: the signed catalogue formats with a zero that float32 holds.
+_INPUT_FORMATS = ("fp32", "tf32", "fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz", "e3m4", "e4m3_ieee",
+                  "fp6_e3m2", "fp6_e2m3", "fp4_e2m1")
+#: Formats that can hold a sum (accumulator, output): fp32, fp16, bf16 and custom fp32-range
+#: accumulators with fewer fraction bits (the 1-8-13 of Hopper FP8 among them).
+_SUM_FORMATS = ("fp32", "fp16", "bf16")
+
+
+def _orders(k_fused: int) -> st.SearchStrategy[Order]:
+    """Orders over K: the plain kinds and, nested up to two levels, the composites
+    ``blocked(kc, inner)``, ``split(g, head, tail)``, ``group(inner)``; the widths counted in
+    K-elements (blocked, split) are multiples of ``k_fused``, as the validator requires."""
+    in_k = st.integers(1, 4).map(lambda n: n * k_fused)
+    leaves = st.one_of(st.just(Order("sequential")), st.just(Order("pairwise")),
+                       st.integers(1, 8).map(lambda w: Order("interleaved", w)),
+                       st.sampled_from([1, 2, 4, 8, 16]).map(lambda w: Order("lanes", w)),
+                       st.integers(1, 8).map(lambda w: Order("strided", w)),
+                       in_k.map(lambda w: Order("blocked", w)))
+
+    def nest(inner: st.SearchStrategy[Order]) -> st.SearchStrategy[Order]:
+        return st.one_of(st.tuples(in_k, inner).map(lambda t: Order("blocked", t[0], (t[1],))),
+                         st.tuples(in_k, inner, inner).map(lambda t: Order("split", t[0], t[1:])),
+                         inner.map(lambda o: Order("group", None, (o,))))
+    return st.one_of(leaves, nest(leaves), nest(nest(leaves)))    # plain orders as often as nested ones
+
+
+def _deterministic_modes(draw: Any) -> Rounding:
+    return draw(st.sampled_from([m for m in Rounding if not m.stochastic]))
+
+
+@st.composite
+def _random_spec(draw: Any, stochastic: bool, input_formats: tuple[str, ...]) -> MatmulSpec:
+    step = draw(st.sampled_from(STEPS))
+    k_fused = 1 if step == "ieee" else draw(st.sampled_from([1, 2, 4, 8, 16, 32]))
+    a = draw(st.sampled_from(input_formats))
+    b = draw(st.one_of(st.none(), st.sampled_from(input_formats)))
+    accumulator: Format | str = draw(st.one_of(st.sampled_from(_SUM_FORMATS),
+                                               st.integers(10, 23).map(lambda m: Format(8, m, name=f"e8m{m}"))))
+    order = draw(_orders(k_fused))
+    c_mode = draw(st.sampled_from(C_MODES)) if step == "fused" else "early"
+    n_frac = draw(st.one_of(st.none(), st.integers(0, 30))) if step == "fused" else None
+    if c_mode == "late_rd" and n_frac is None:
+        n_frac = draw(st.integers(0, 30))
+    step_rounding = draw(st.sampled_from(list(Rounding))) if stochastic else _deterministic_modes(draw)
+    output_rounding = draw(st.sampled_from(list(Rounding))) if stochastic else _deterministic_modes(draw)
+    try:
+        return MatmulSpec(
+            a_format=a, b_format=b, input_rounding=_deterministic_modes(draw),
+            input_overflow=draw(st.sampled_from(list(Overflow))), input_subnormals=draw(st.booleans()),
+            product_format=draw(st.one_of(st.none(), st.sampled_from(_SUM_FORMATS))) if step != "exact" else None,
+            step=step, k_fused=k_fused, n_frac=n_frac, align_rounding=draw(st.sampled_from(ALIGN_ROUNDINGS)),
+            c_mode=c_mode, ref_exp_floor=draw(st.one_of(st.none(), st.integers(-160, -100))),
+            late_n_frac=draw(st.integers(n_frac or 0, 34)) if c_mode == "late_rd" else None,
+            accumulator=accumulator, step_rounding=step_rounding, accumulator_subnormals=draw(st.booleans()),
+            order=order, promote_every=draw(st.one_of(st.none(), st.integers(1, 8).map(
+                lambda n: n * k_fused))),
+            output_format=draw(st.sampled_from(_SUM_FORMATS)), output_rounding=output_rounding,
+            output_overflow=draw(st.sampled_from(list(Overflow))),
+            output_via=draw(st.one_of(st.none(), st.just("fp16"))), name="random")
+    except ValueError:
+        reject()
+
+
+def specs(*, presets: bool = True, custom: bool = True, stochastic: bool = False, with_scales: bool = False,
+          input_formats: tuple[str, ...] | None = None) -> st.SearchStrategy[MatmulSpec]:
+    """Valid :class:`~precisionlab.matmul.MatmulSpec` instances: the presets of ``pl.presets`` and/or
+    random specs (any step, k_fused, n_frac, C mode, accumulator -- fp32, fp16, bf16 or an
+    fp32-range one with 10 to 23 fraction bits --, rounding, order over K including the nested
+    ones, promotion, product, via and output format), each built through MatmulSpec's own
+    validator.
+
+    ``stochastic=False`` (the default) leaves out stochastic step and output roundings, which
+    need ``seed=`` in ``pl.matmul``; ``with_scales=False`` leaves out the presets with block
+    scales (``deepseek_fp8``), which need ``a_scale``/``b_scale``.  ``input_formats`` (names)
+    limits the operand formats of the random specs and of the presets."""
+    if input_formats is not None:
+        input_formats = tuple(get_format(f).name for f in input_formats)
+        if not input_formats:
+            raise ValueError("specs(): input_formats is empty; give format names or None")
+    options = []
+    if presets:
+        from ..presets import presets as catalogue_presets
+
+        chosen = [p for p in catalogue_presets.values() if (with_scales or not p.has_scales)
+                  and (stochastic or not p.stochastic)
+                  and (input_formats is None or {p.a_format.name, p.effective_b_format.name} <= set(input_formats))]
+        if chosen:
+            options.append(st.sampled_from(chosen))
+    if custom:
+        options.append(_random_spec(stochastic, input_formats or _INPUT_FORMATS))
+    if not options:
+        raise ValueError("specs(): nothing to draw from; allow presets or custom specs")
+    return st.one_of(options)
