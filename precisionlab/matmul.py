@@ -476,13 +476,13 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
                                flush_inputs=flush, backend=backend)
         except ValueError as exc:
             raise ValueError(f"{arg}: {exc}") from None
-        return r.astype(np.float64)
+        return r.astype(np.float32 if fits_float32(fmt) else np.float64, copy=False)
 
     ar = to_input(ap, spec.a_format, "a", spec.input_rounding, spec.input_overflow)
     br = to_input(bp, spec.effective_b_format, "b", spec.input_rounding, spec.input_overflow)
     out_shape = batch + (M, N)
     if c is None:
-        cr = np.zeros(out_shape)
+        cr = np.zeros(out_shape, np.float32)           # C = +0
     else:
         cp = _float_array(c, "c")
         try:
@@ -503,4 +503,4 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
             raise ValueError(f"backend={backend!r} has no matmul kernel yet; use backend='numpy' or 'auto'")
         kernel = get_backend("numpy")
     d = kernel.matmul_values(a3, b3, c3, sa, sb, spec, seed)
-    return d.reshape(out_shape).astype(spec.output_dtype)
+    return d.reshape(out_shape).astype(spec.output_dtype, copy=False)

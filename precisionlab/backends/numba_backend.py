@@ -9,6 +9,9 @@ SplitMix64 cost is paid only where it is used.
 
 from __future__ import annotations
 
+import functools
+
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
@@ -39,6 +42,30 @@ def _bits_f64(typingctx, u):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], context.get_value_type(types.float64))
     return sig, codegen
+
+
+#: Work estimated below this many nanoseconds on one thread runs on the calling thread alone: waking
+#: the other threads costs tens of microseconds on an idle machine, and a scheduler time slice
+#: (4-20 ms, measured on the shared 2-core machine) when another process holds a core.
+SERIAL_BELOW_NS = 500_000
+
+
+class _threads_for:
+    """``with _threads_for(ns):`` runs the kernels inside on one thread when the work (estimated ns on one
+    thread) is below SERIAL_BELOW_NS."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, ns: float) -> None:
+        self.threads = 1 if ns >= SERIAL_BELOW_NS else numba.get_num_threads()
+
+    def __enter__(self) -> None:
+        if self.threads > 1:
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.threads > 1:
+            numba.set_num_threads(self.threads)
 
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -166,6 +193,7 @@ def _finish(v, N, q, a, mode, m, bias, over_inf_default, policy, fmax, fmin_norm
     return (-r if negative else r), negative, cls
 
 
+@functools.lru_cache(maxsize=512)
 def _params(spec: RoundSpec):
     """Per-call constants of the general kernels (the order _f64_one unpacks)."""
     fmt = spec.format
@@ -431,6 +459,7 @@ def _fast_path(x: np.ndarray, spec: RoundSpec) -> bool:
     return x.dtype == np.float32 and fits_float32(spec.format)
 
 
+@functools.lru_cache(maxsize=512)
 def _params_f32(spec: RoundSpec):
     """Per-call constants of the float32 kernels (the policy, resolved to values); the order
     is the one _f32_core and _f32_finish unpack."""
@@ -453,6 +482,7 @@ def _params_f32(spec: RoundSpec):
             np.float32(0.0) if fmt.has_zero else nan, not fmt.signed, fmt.nan == "fnuz")
 
 
+@functools.lru_cache(maxsize=512)
 def _params_f32_bits(spec: RoundSpec):
     """The constants of _params_f32 as float32 bit patterns (magnitudes), for _f32_round_bits."""
     m, emin149, flush_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz = \
@@ -463,6 +493,7 @@ def _params_f32_bits(spec: RoundSpec):
     return (m, emin149, flush_bits, *bits, unsigned, fnuz)
 
 
+@functools.lru_cache(maxsize=512)
 def _code_params_f32(fmt: Format):
     """Per-format constants of the float32 encode kernels (the order _f32_code unpacks)."""
     smallest_code = 1 if fmt.has_subnormals and fmt.mantissa_bits else (1 << fmt.mantissa_bits) * fmt.has_zero
@@ -474,31 +505,35 @@ def _code_params_f32(fmt: Format):
 
 def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int, out: np.ndarray | None = None) -> np.ndarray:
     out = np.empty_like(x) if out is None else out
-    if _fast_path(x, spec):
-        kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
-        if spec.rounding.stochastic:
-            kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed),
-                   spec.sr_bits)
-        else:
-            kernel(x.view(np.uint32), out.view(np.uint32), _params_f32_bits(spec))
-        return out
-    _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
+    fast = _fast_path(x, spec)
+    with _threads_for(x.size * (1.0 if fast else 4.0)):
+        if fast:
+            kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
+            if spec.rounding.stochastic:
+                kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed),
+                       spec.sr_bits)
+            else:
+                kernel(x.view(np.uint32), out.view(np.uint32), _params_f32_bits(spec))
+            return out
+        _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
     return out
 
 
 def encode_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
     fmt = spec.format
-    if _fast_path(x, spec):
-        out = np.empty(x.shape, dtype=fmt.code_dtype)
-        kernel = _F32_KERNELS[_MODES[spec.rounding]][1]
-        kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), _code_params_f32(fmt),
-               np.uint64(spec.seed or 0), spec.sr_bits)
-        return out
-    out = np.empty(x.shape, dtype=np.uint64)
-    _F64_KERNELS[_MODES[spec.rounding]][1](
-        x, out, np.uint64(counter_start), _params(spec),
-        (np.uint64(fmt.sign_mask), np.uint64(fmt._max_magnitude_code), np.uint64(fmt.inf_code or 0),
-         np.uint64(fmt.nan_code or 0), fmt.nan in ("ieee", "fn")))
+    fast = _fast_path(x, spec)
+    with _threads_for(x.size * (1.0 if fast else 4.0)):
+        if fast:
+            out = np.empty(x.shape, dtype=fmt.code_dtype)
+            kernel = _F32_KERNELS[_MODES[spec.rounding]][1]
+            kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), _code_params_f32(fmt),
+                   np.uint64(spec.seed or 0), spec.sr_bits)
+            return out
+        out = np.empty(x.shape, dtype=np.uint64)
+        _F64_KERNELS[_MODES[spec.rounding]][1](
+            x, out, np.uint64(counter_start), _params(spec),
+            (np.uint64(fmt.sign_mask), np.uint64(fmt._max_magnitude_code), np.uint64(fmt.inf_code or 0),
+             np.uint64(fmt.nan_code or 0), fmt.nan in ("ieee", "fn")))
     return out.astype(fmt.code_dtype)
 
 
@@ -538,9 +573,10 @@ def _decode_kernel(codes, out, m, bias, emin, has_sub, has_zero, sign_mask, inf_
 def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     out = np.empty(codes.shape, dtype=decode_dtype(fmt))
     nan_kind = {"ieee": 0, "fn": 1, "fnuz": 2, "none": 3}[fmt.nan]
-    _decode_kernel(codes, out, fmt.mantissa_bits, fmt.bias, fmt.emin, fmt.has_subnormals, fmt.has_zero,
-                   np.uint64(fmt.sign_mask), np.uint64(fmt.inf_code or 0), fmt.has_inf, nan_kind,
-                   (1 << fmt.exponent_bits) - 1)
+    with _threads_for(codes.size * 2.0):
+        _decode_kernel(codes, out, fmt.mantissa_bits, fmt.bias, fmt.emin, fmt.has_subnormals, fmt.has_zero,
+                       np.uint64(fmt.sign_mask), np.uint64(fmt.inf_code or 0), fmt.has_inf, nan_kind,
+                       (1 << fmt.exponent_bits) - 1)
     return out
 
 
@@ -567,6 +603,7 @@ def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
 
 
 from ..formats import get_format  # noqa: E402
+from . import _gemm32  # noqa: E402
 from . import numpy_backend as _reference  # noqa: E402
 
 _FP32 = get_format("fp32")
@@ -598,6 +635,7 @@ def _add_odd(x, y):
     return _bits_f64(np.uint64(u + np.int64(need) * (2 * np.int64(toward_larger) - 1)))
 
 
+@functools.lru_cache(maxsize=512)
 def _mode_params(spec: RoundSpec):
     """(mode,) + _params(spec): the rounding constants as the matmul kernels index them."""
     return (_MODES[spec.rounding],) + _params(spec)
@@ -1147,11 +1185,68 @@ def _compiled(spec) -> bool:
     return True
 
 
+def _gemm32_plan(spec) -> tuple[int, int, bool] | None:
+    """(order, width, fused) when ``spec`` is float32 arithmetic in a fixed order (see _gemm32), else None:
+    ``ieee`` steps into an fp32 RNE accumulator with subnormals, exact or fp32-rounded products, operands
+    and C that are float32 values, no promotion, an order other than ``pairwise``."""
+    acc_ok = (spec.accumulator == _FP32 and spec.step_rounding is Rounding.RNE and spec.accumulator_subnormals)
+    values_ok = all(fits_float32(f) for f in (spec.a_format, spec.effective_b_format, spec.effective_c_format))
+    if not (spec.step == "ieee" and acc_ok and values_ok and not spec.promotes
+            and spec.product_format in (None, _FP32) and spec.order.kind in _gemm32.ORDERS):
+        return None
+    return _gemm32.ORDERS[spec.order.kind], spec.order.width or 1, spec.product_format is None
+
+
+def _round_output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
+    """``output_via`` then the output rounding; float32 in, float32 out where the format allows."""
+    for rs in (spec.via_spec(seed), spec.output_spec(seed)):
+        if rs is None:
+            continue
+        if out.dtype == np.float32 and not fits_float32(rs.format):
+            out = out.astype(np.float64)
+        out = round_values(out.reshape(-1), rs, 0).reshape(out.shape)
+        if out.dtype != np.float32:
+            out = np.where(np.isnan(out), np.nan, out)             # one NaN, as the reference
+    return out
+
+
+def _matmul_gemm32(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
+    order, width, fused = plan
+    if spec.scale_at == "operands" and a_scale is not None:          # operands x scales, rounded to fp32
+        a = round_values((a.astype(np.float64) * a_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(a.shape)
+    if spec.scale_at == "operands" and b_scale is not None:
+        b = round_values((b.astype(np.float64) * b_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(b.shape)
+    nb, M, K = a.shape
+    N = b.shape[2]
+    perm = _gemm32.lane_permutation(K, spec.order.kind, width)
+    ap = np.empty(nb * -(-M // _gemm32.MR) * K * _gemm32.MR, np.float32)
+    bp = np.empty(nb * -(-N // _gemm32.NR) * K * _gemm32.NR, np.float32)
+    out = np.empty((nb, M, N), np.float32)
+    a, b, c = (np.ascontiguousarray(x) for x in (a, b, c))
+    with _threads_for(ap.size):
+        _gemm32.pack_a(a, perm, ap)
+    with _threads_for(bp.size):
+        _gemm32.pack_b(b, perm, bp)
+    with _threads_for(0.02 * nb * M * N * K + out.size):
+        _gemm32.gemm32(ap, bp, c, out, M, N, K, order, width, fused)
+    return _round_output(out, spec, seed)
+
+
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
                   b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
     """The kernel interface of the NumPy reference (same arguments, same bits)."""
     if not _compiled(spec):
         return _reference.matmul_values(a, b, c, a_scale, b_scale, spec, seed)
+    plan = _gemm32_plan(spec)
+    if plan is not None:
+        return _matmul_gemm32(a, b, c, a_scale, b_scale, spec, seed, plan)
+    with _threads_for(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] + c.size):
+        return _matmul_rows(a, b, c, a_scale, b_scale, spec, seed)
+
+
+def _matmul_rows(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
+                 b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
+    """The row kernel (_matmul_kernel) for every other compiled model."""
     # writeable C arrays: one compiled signature (read-only broadcast views would compile a second one)
     a, b, c = (np.require(x, np.float64, ["C", "W"]) for x in (a, b, c))
     if a_scale is not None:
