@@ -603,7 +603,7 @@ def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
 
 
 from ..formats import get_format  # noqa: E402
-from . import _gemm32  # noqa: E402
+from . import _gemm  # noqa: E402
 from . import numpy_backend as _reference  # noqa: E402
 
 _FP32 = get_format("fp32")
@@ -1185,16 +1185,29 @@ def _compiled(spec) -> bool:
     return True
 
 
-def _gemm32_plan(spec) -> tuple[int, int, bool] | None:
-    """(order, width, fused) when ``spec`` is float32 arithmetic in a fixed order (see _gemm32), else None:
-    ``ieee`` steps into an fp32 RNE accumulator with subnormals, exact or fp32-rounded products, operands
-    and C that are float32 values, no promotion, an order other than ``pairwise``."""
-    acc_ok = (spec.accumulator == _FP32 and spec.step_rounding is Rounding.RNE and spec.accumulator_subnormals)
-    values_ok = all(fits_float32(f) for f in (spec.a_format, spec.effective_b_format, spec.effective_c_format))
-    if not (spec.step == "ieee" and acc_ok and values_ok and not spec.promotes
-            and spec.product_format in (None, _FP32) and spec.order.kind in _gemm32.ORDERS):
+def _gemm_plan(spec) -> tuple[str, np.ndarray] | None:
+    """(kind, rounding constants) when the register-blocked kernels of _gemm run ``spec``, else None:
+    ``ieee`` steps with RNE into an accumulator with subnormals -- fp32 (exact or fp32-rounded products),
+    or an IEEE-like format inside float32 (exact products) -- operands and C that are float32 values, no
+    promotion, an order other than ``pairwise``."""
+    fmts = (spec.a_format, spec.effective_b_format, spec.effective_c_format)
+    if not (spec.step == "ieee" and spec.step_rounding is Rounding.RNE and spec.accumulator_subnormals
+            and not spec.promotes and spec.order.kind in _gemm.ORDERS and all(fits_float32(f) for f in fmts)):
         return None
-    return _gemm32.ORDERS[spec.order.kind], spec.order.width or 1, spec.product_format is None
+    acc = spec.accumulator
+    if acc == _FP32:
+        if spec.product_format is None:
+            return "fma32", _NO_CONSTANTS
+        return ("mul_add32", _NO_CONSTANTS) if spec.product_format == _FP32 else None
+    ieee_like = (acc.signed and acc.has_inf and acc.nan == "ieee" and acc.has_subnormals and acc.has_zero
+                 and fits_float32(acc))
+    if spec.product_format is not None or not ieee_like:
+        return None
+    kind = "rne64" if _gemm.double_rounding_is_safe(acc, *fmts) else "rne64_odd"
+    return kind, _gemm.rounding_constants(acc)
+
+
+_NO_CONSTANTS = np.zeros(7, np.int64)
 
 
 def _round_output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
@@ -1205,30 +1218,18 @@ def _round_output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
         if out.dtype == np.float32 and not fits_float32(rs.format):
             out = out.astype(np.float64)
         out = round_values(out.reshape(-1), rs, 0).reshape(out.shape)
-        if out.dtype != np.float32:
-            out = np.where(np.isnan(out), np.nan, out)             # one NaN, as the reference
+        np.copyto(out, np.nan, where=np.isnan(out))                 # one NaN, as the reference
     return out
 
 
-def _matmul_gemm32(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
-    order, width, fused = plan
+def _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
+    kind, constants = plan
     if spec.scale_at == "operands" and a_scale is not None:          # operands x scales, rounded to fp32
         a = round_values((a.astype(np.float64) * a_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(a.shape)
     if spec.scale_at == "operands" and b_scale is not None:
         b = round_values((b.astype(np.float64) * b_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(b.shape)
-    nb, M, K = a.shape
-    N = b.shape[2]
-    perm = _gemm32.lane_permutation(K, spec.order.kind, width)
-    ap = np.empty(nb * -(-M // _gemm32.MR) * K * _gemm32.MR, np.float32)
-    bp = np.empty(nb * -(-N // _gemm32.NR) * K * _gemm32.NR, np.float32)
-    out = np.empty((nb, M, N), np.float32)
     a, b, c = (np.ascontiguousarray(x) for x in (a, b, c))
-    with _threads_for(ap.size):
-        _gemm32.pack_a(a, perm, ap)
-    with _threads_for(bp.size):
-        _gemm32.pack_b(b, perm, bp)
-    with _threads_for(0.02 * nb * M * N * K + out.size):
-        _gemm32.gemm32(ap, bp, c, out, M, N, K, order, width, fused)
+    out = _gemm.gemm(kind, a, b, c, spec.order.kind, spec.order.width or 1, constants, _threads_for)
     return _round_output(out, spec, seed)
 
 
@@ -1237,9 +1238,9 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
     """The kernel interface of the NumPy reference (same arguments, same bits)."""
     if not _compiled(spec):
         return _reference.matmul_values(a, b, c, a_scale, b_scale, spec, seed)
-    plan = _gemm32_plan(spec)
+    plan = _gemm_plan(spec)
     if plan is not None:
-        return _matmul_gemm32(a, b, c, a_scale, b_scale, spec, seed, plan)
+        return _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan)
     with _threads_for(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] + c.size):
         return _matmul_rows(a, b, c, a_scale, b_scale, spec, seed)
 
