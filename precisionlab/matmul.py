@@ -430,6 +430,13 @@ def _expand_scale(scale: Any, block: tuple[int | None, int | None] | None, rows:
     return np.ascontiguousarray(sp.reshape((math.prod(batch), rows, cols)))
 
 
+def _batched(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` broadcast to ``shape`` as a C-contiguous (batch, rows, cols) array (no copy when it already is one)."""
+    if x.shape != shape:
+        x = np.broadcast_to(x, shape)
+    return np.ascontiguousarray(x).reshape((math.prod(shape[:-2]),) + shape[-2:])
+
+
 def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any = None, b_scale: Any = None,
            seed: int | None = None, backend: str = "auto") -> np.ndarray:
     """``a @ b (+ c)`` computed as ``spec`` says, bit for bit.
@@ -486,14 +493,14 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
     else:
         cp = _float_array(c, "c")
         try:
-            cp = np.broadcast_to(cp, out_shape)
+            fits = np.broadcast_shapes(cp.shape, out_shape) == out_shape
         except ValueError:
-            raise ValueError(f"c has shape {cp.shape}; it must broadcast to the output shape {out_shape}") from None
-        cr = to_input(np.ascontiguousarray(cp), spec.effective_c_format, "c", Rounding.RNE, Overflow.DEFAULT)
-    nb = math.prod(batch)
-    a3 = np.ascontiguousarray(np.broadcast_to(ar, batch + (M, K)).reshape((nb, M, K)))
-    b3 = np.ascontiguousarray(np.broadcast_to(br, batch + (K, N)).reshape((nb, K, N)))
-    c3 = np.ascontiguousarray(np.broadcast_to(cr, out_shape).reshape((nb, M, N)))
+            fits = False
+        if not fits:
+            raise ValueError(f"c has shape {cp.shape}; it must broadcast to the output shape {out_shape}")
+        # rounding is elementwise: round C at its own shape (a bias row: N values), then broadcast
+        cr = to_input(cp, spec.effective_c_format, "c", Rounding.RNE, Overflow.DEFAULT)
+    a3, b3, c3 = (_batched(ar, batch + (M, K)), _batched(br, batch + (K, N)), _batched(cr, out_shape))
     sa = _expand_scale(a_scale, spec.a_scale_block, M, K, batch, "a_scale", "a_scale_block")
     sb = _expand_scale(b_scale, spec.b_scale_block, K, N, batch, "b_scale", "b_scale_block")
 

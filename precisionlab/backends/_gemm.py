@@ -30,6 +30,8 @@ explicit vectors and phi nodes do both.
 
 from __future__ import annotations
 
+import functools
+
 import llvmlite.binding as llvm_binding
 import numpy as np
 from llvmlite import ir
@@ -59,13 +61,18 @@ def tile_shape(kind: str) -> tuple[int, int]:
     return mr, v * nv
 
 
+@functools.lru_cache(maxsize=64)
 def lane_permutation(K: int, kind: str, width: int) -> np.ndarray:
-    """The packing order of K: identity, or each lane's ks (j, j+w, ... below full) lane by lane, then the tail."""
+    """The packing order of K (read-only): identity, or each lane's ks (j, j+w, ... below full) lane by lane,
+    then the tail."""
     if kind not in ("interleaved", "lanes"):
-        return np.arange(K, dtype=np.int64)
-    full = K - K % width
-    lanes = np.arange(full, dtype=np.int64).reshape(-1, width).T.reshape(-1)
-    return np.concatenate([lanes, np.arange(full, K, dtype=np.int64)])
+        perm = np.arange(K, dtype=np.int64)
+    else:
+        full = K - K % width
+        lanes = np.arange(full, dtype=np.int64).reshape(-1, width).T.reshape(-1)
+        perm = np.concatenate([lanes, np.arange(full, K, dtype=np.int64)])
+    perm.flags.writeable = False
+    return perm
 
 
 def double_rounding_is_safe(acc, a, b, c) -> bool:

@@ -50,6 +50,28 @@ def _bits_f64(typingctx, u):
 SERIAL_BELOW_NS = 500_000
 
 
+def _thread_count_functions():
+    """(get, set) of Numba's thread mask for the calling thread.  Once the pool is up, Numba's own ctypes
+    getters are called directly: the public get/set take a multiprocessing lock on every call (about
+    1-2 us each, paid several times per small pl.matmul)."""
+    from numba.np.ufunc import parallel
+
+    def get() -> int:
+        if getattr(parallel, "_is_initialized", False) and callable(getattr(parallel, "_get_num_threads", None)):
+            return int(parallel._get_num_threads())
+        return numba.get_num_threads()
+
+    def put(n: int) -> None:
+        if getattr(parallel, "_is_initialized", False) and callable(getattr(parallel, "_set_num_threads", None)):
+            parallel._set_num_threads(n)
+        else:
+            numba.set_num_threads(n)
+    return get, put
+
+
+_get_threads, _set_threads = _thread_count_functions()
+
+
 class _threads_for:
     """``with _threads_for(ns):`` runs the kernels inside on one thread when the work (estimated ns on one
     thread) is below SERIAL_BELOW_NS."""
@@ -57,15 +79,15 @@ class _threads_for:
     __slots__ = ("threads",)
 
     def __init__(self, ns: float) -> None:
-        self.threads = 1 if ns >= SERIAL_BELOW_NS else numba.get_num_threads()
+        self.threads = 1 if ns >= SERIAL_BELOW_NS else _get_threads()
 
     def __enter__(self) -> None:
         if self.threads > 1:
-            numba.set_num_threads(1)
+            _set_threads(1)
 
     def __exit__(self, *exc: object) -> None:
         if self.threads > 1:
-            numba.set_num_threads(self.threads)
+            _set_threads(self.threads)
 
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -1168,6 +1190,7 @@ def _fits(fmt: Format, max_fraction_bits: int = 28) -> bool:
     return fmt.exponent_bits <= 8 and fmt.mantissa_bits <= max_fraction_bits
 
 
+@functools.lru_cache(maxsize=256)
 def _compiled(spec) -> bool:
     """Whether the compiled kernels cover ``spec`` exactly (see the section comment)."""
     if spec.stochastic or spec.step == "exact":
@@ -1185,6 +1208,7 @@ def _compiled(spec) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=256)
 def _gemm_plan(spec) -> tuple[str, np.ndarray] | None:
     """(kind, rounding constants) when the register-blocked kernels of _gemm run ``spec``, else None:
     ``ieee`` steps with RNE into an accumulator with subnormals -- fp32 (exact or fp32-rounded products),
@@ -1210,11 +1234,14 @@ def _gemm_plan(spec) -> tuple[str, np.ndarray] | None:
 _NO_CONSTANTS = np.zeros(7, np.int64)
 
 
+@functools.lru_cache(maxsize=256)
+def _output_specs(spec, seed: int | None) -> tuple[RoundSpec, ...]:
+    return tuple(rs for rs in (spec.via_spec(seed), spec.output_spec(seed)) if rs is not None)
+
+
 def _round_output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
     """``output_via`` then the output rounding; float32 in, float32 out where the format allows."""
-    for rs in (spec.via_spec(seed), spec.output_spec(seed)):
-        if rs is None:
-            continue
+    for rs in _output_specs(spec, seed):
         if out.dtype == np.float32 and not fits_float32(rs.format):
             out = out.astype(np.float64)
         out = round_values(out.reshape(-1), rs, 0).reshape(out.shape)
