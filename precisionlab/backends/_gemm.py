@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 
 import llvmlite.binding as llvm_binding
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -102,15 +103,14 @@ def double_rounding_is_safe(acc, a, b, c) -> bool:
 
 
 def rounding_constants(fmt) -> np.ndarray:
-    """The int64 constants of the float64 -> F RNE rounding, in the order the IR reads them."""
-    m, emin = fmt.mantissa_bits, fmt.emin
-    shift = 52 - m
-    low = (1 << shift) - 1
-    tiny = np.float64(2.0 ** emin)
-    big = np.float64(2.0 ** (emin - m + 52))
-    fmax = np.float64(fmt.max)
-    return np.array([shift, (low >> 1), ~low & 0x7FFFFFFFFFFFFFFF, tiny.view(np.int64), big.view(np.int64),
-                     fmax.view(np.int64), np.float64(np.inf).view(np.int64)], np.int64)
+    """The int64 constants of the float64 -> F RNE rounding, in the order _round_f64 reads them: the
+    exponent field of 2^(52 - m) (the offset from a value's binade to the adder's), of 2^emin and of
+    2^(emax + 1) (the binades the quantum is taken from are clamped to these), F's max, +Inf."""
+    m = fmt.mantissa_bits
+    field = 0x7FF0000000000000
+    return np.array([(52 - m) << 52, np.float64(2.0 ** fmt.emin).view(np.int64) & field,
+                     np.float64(2.0 ** (fmt.emax + 1)).view(np.int64) & field, np.float64(fmt.max).view(np.int64),
+                     np.float64(np.inf).view(np.int64)], np.int64)
 
 
 _SIGN = 1 << 63
@@ -162,9 +162,14 @@ class _IR:
 
 def _round_f64(g: _IR, s, rc, err=None):
     """RNE of the float64 vector ``s`` to F (constants ``rc`` splatted); ``err``: the exact error of ``s``
-    (TwoSum), to round ``s`` to odd first.  Branch-free, every lane independent."""
+    (TwoSum), to round ``s`` to odd first.  Branch-free, every lane independent.
+
+    The magnitude is rounded by one float64 addition of ``2^(E + 52 - m)`` and its subtraction, where
+    ``2^E`` is the value's binade clamped to F's normal range: the sum's last place is then F's quantum
+    ``2^(E - m)`` (the subnormal quantum below 2^emin), the hardware addition rounds to nearest even on
+    that grid, and the subtraction is exact.  Results above F's max become +Inf; NaN stays NaN."""
     b = g.b
-    shift, half, notlow, tiny, big, fmax, inf = rc
+    offset, emin, eclamp, fmax, inf = rc
     u = g.bits(s)
     sign = b.and_(u, g.isplat(_SIGN))
     mag = b.and_(u, g.isplat(_ABS))
@@ -172,18 +177,17 @@ def _round_f64(g: _IR, s, rc, err=None):
         away = b.lshr(b.xor(g.bits(err), u), g.isplat(63))      # 1 where the exact sum is below |s|
         odd_mag = b.or_(b.sub(mag, away), g.isplat(1))
         mag = b.select(b.fcmp_ordered("one", err, ir.Constant(g.vt, [ir.Constant(g.f, 0.0)] * g.V)), odd_mag, mag)
-    last = b.and_(b.lshr(mag, shift), g.isplat(1))
-    normal = b.and_(b.add(mag, b.add(half, last)), notlow)
-    ax = g.value(mag)
-    sub = g.bits(b.fsub(b.fadd(ax, g.value(big)), g.value(big)))   # the fixed subnormal quantum: one RNE
-    r = b.select(b.fcmp_ordered("<", ax, g.value(tiny)), sub, normal)
-    over = b.and_(b.icmp_unsigned(">", r, fmax), b.icmp_unsigned("<=", r, inf))
-    r = b.select(over, inf, r)
-    return g.value(b.or_(r, sign))
+    binade = b.and_(mag, g.isplat(0x7FF0000000000000))
+    binade = b.select(b.icmp_unsigned("<", binade, emin), emin, binade)
+    binade = b.select(b.icmp_unsigned(">", binade, eclamp), eclamp, binade)
+    big = g.value(b.add(binade, offset))
+    r = b.fsub(b.fadd(g.value(mag), big), big)
+    r = b.select(b.fcmp_ordered(">", r, g.value(fmax)), g.value(inf), r)
+    return g.value(b.or_(g.bits(r), sign))
 
 
 def _splat_constants(g: _IR, rc_ptr):
-    return [g.splat(g.b.load(g.b.gep(rc_ptr, [g.const(i)])), g.it) for i in range(7)]
+    return [g.splat(g.b.load(g.b.gep(rc_ptr, [g.const(i)])), g.it) for i in range(5)]
 
 
 def _tile_kernel(kind: str, from_zero: bool):
@@ -311,79 +315,100 @@ def _bit_reverse(x, bits):
     return r
 
 
+@intrinsic
+def _fetch_add(typingctx, counter, value):
+    """Atomically ``counter[0] += value``; returns the old value (the next free tile)."""
+    sig = types.int64(counter, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", ptr, args[1], "monotonic")
+
+    return sig, codegen
+
+
 def _make_driver(kind: str):
-    """The parallel GEMM of one kind (a closure over its micro-kernels, compiled and cached separately)."""
+    """The parallel GEMM of one kind (a closure over its micro-kernels, compiled and cached separately).
+
+    Each worker thread takes the next ``chunk`` tiles from a shared atomic counter until none are left,
+    rather than a fixed share: on a machine where another process holds a core, the thread that runs
+    does the work of the one that waits (a static split would wait for the slow half)."""
     MR, NR = tile_shape(kind)
     T = MR * NR
     steps, new, add_tile = _tile_kernel(kind, False), _tile_kernel(kind, True), _tile_add(kind)
     dtype = np.float64 if kind.startswith("rne64") else np.float32
 
     @njit(parallel=True, cache=True)
-    def driver(ap, bp, c, out, M, N, K, order, width, rc):
+    def driver(ap, bp, c, out, M, N, K, order, width, rc, counter, chunk, workers):
         nb = c.shape[0]
         n_mp = (M + MR - 1) // MR
         n_np = (N + NR - 1) // NR
+        n_tiles = nb * n_np * n_mp
         w = width if (order == 1 or order == 2) else 1
         full = K - K % w
         seg = full // w
         levels = 0
         while (1 << levels) < w:
             levels += 1
-        for t in prange(nb * n_np * n_mp):
-            bi = t // (n_np * n_mp)
-            j = (t // n_mp) % n_np
-            i = t % n_mp
-            a0 = (bi * n_mp + i) * K * MR
-            b0 = (bi * n_np + j) * K * NR
-            m0 = i * MR
-            n0 = j * NR
-            rows = min(MR, M - m0)
-            cols = min(NR, N - n0)
-            tile = np.zeros(T, dtype)
-            for r in range(rows):
-                for cc in range(cols):
-                    tile[r * NR + cc] = c[bi, m0 + r, n0 + cc]
-            if order == 0:
-                if K > 0:
-                    steps(tile, 0, ap, a0, bp, b0, K, rc)
-            elif order == 4:
-                blk = np.empty(T, dtype)
-                for k0 in range(0, K, width):
-                    new(blk, 0, ap, a0 + k0 * MR, bp, b0 + k0 * NR, min(width, K - k0), rc)
-                    add_tile(tile, 0, blk, 0, rc)
-            elif seg == 0:                              # K < w: every lane is -0 and x + -0 == x: the tail is r
-                acc = np.empty(T, dtype)
-                new(acc, 0, ap, a0, bp, b0, K, rc)
-                add_tile(tile, 0, acc, 0, rc)           # C + r, one more addition
-            elif order == 1:                            # interleaved: s0 (with the tail) + s1 + ... in order
-                acc = np.empty(2 * T, dtype)
-                new(acc, 0, ap, a0, bp, b0, seg, rc)
-                if K > full:
-                    steps(acc, 0, ap, a0 + full * MR, bp, b0 + full * NR, K - full, rc)
-                for lane in range(1, w):
-                    new(acc, T, ap, a0 + lane * seg * MR, bp, b0 + lane * seg * NR, seg, rc)
-                    add_tile(acc, 0, acc, T, rc)
-                add_tile(tile, 0, acc, 0, rc)
-            else:                                       # lanes: the halving tree (bit-reversed leaves, a binary
-                stack = np.empty((levels + 1) * T, dtype)   # counter of equal levels), then the tail into s0
-                height = np.zeros(levels + 1, np.int64)
-                top = 0
-                for leaf in range(w):
-                    lane = _bit_reverse(leaf, levels)
-                    new(stack, top * T, ap, a0 + lane * seg * MR, bp, b0 + lane * seg * NR, seg, rc)
-                    height[top] = 0
-                    top += 1
-                    while top >= 2 and height[top - 1] == height[top - 2]:
-                        add_tile(stack, (top - 2) * T, stack, (top - 1) * T, rc)
-                        height[top - 2] += 1
-                        top -= 1
-                if K > full:
-                    steps(stack, 0, ap, a0 + full * MR, bp, b0 + full * NR, K - full, rc)
-                add_tile(tile, 0, stack, 0, rc)
-            for r in range(rows):
-                for cc in range(cols):
-                    v = tile[r * NR + cc]
-                    out[bi, m0 + r, n0 + cc] = v if v == v else np.nan      # one NaN, as the reference
+        for _worker in prange(workers):
+            tile = np.empty(T, dtype)
+            acc = np.empty(2 * T, dtype)
+            stack = np.empty((levels + 1) * T, dtype)
+            height = np.zeros(levels + 1, np.int64)
+            while True:
+                first = _fetch_add(counter, chunk)
+                if first >= n_tiles:
+                    break
+                for t in range(first, min(first + chunk, n_tiles)):
+                    bi = t // (n_np * n_mp)
+                    j = (t // n_mp) % n_np
+                    i = t % n_mp
+                    a0 = (bi * n_mp + i) * K * MR
+                    b0 = (bi * n_np + j) * K * NR
+                    m0 = i * MR
+                    n0 = j * NR
+                    rows = min(MR, M - m0)
+                    cols = min(NR, N - n0)
+                    tile[:] = 0.0
+                    for r in range(rows):
+                        for cc in range(cols):
+                            tile[r * NR + cc] = c[bi, m0 + r, n0 + cc]
+                    if order == 0:
+                        if K > 0:
+                            steps(tile, 0, ap, a0, bp, b0, K, rc)
+                    elif order == 4:
+                        for k0 in range(0, K, width):
+                            new(acc, 0, ap, a0 + k0 * MR, bp, b0 + k0 * NR, min(width, K - k0), rc)
+                            add_tile(tile, 0, acc, 0, rc)
+                    elif seg == 0:                      # K < w: every lane is -0 and x + -0 == x: the tail is r
+                        new(acc, 0, ap, a0, bp, b0, K, rc)
+                        add_tile(tile, 0, acc, 0, rc)   # C + r, one more addition
+                    elif order == 1:                    # interleaved: s0 (with the tail) + s1 + ... in order
+                        new(acc, 0, ap, a0, bp, b0, seg, rc)
+                        if K > full:
+                            steps(acc, 0, ap, a0 + full * MR, bp, b0 + full * NR, K - full, rc)
+                        for lane in range(1, w):
+                            new(acc, T, ap, a0 + lane * seg * MR, bp, b0 + lane * seg * NR, seg, rc)
+                            add_tile(acc, 0, acc, T, rc)
+                        add_tile(tile, 0, acc, 0, rc)
+                    else:                               # lanes: the halving tree (bit-reversed leaves merged
+                        top = 0                         # as a binary counter of equal levels), then the tail
+                        for leaf in range(w):
+                            lane = _bit_reverse(leaf, levels)
+                            new(stack, top * T, ap, a0 + lane * seg * MR, bp, b0 + lane * seg * NR, seg, rc)
+                            height[top] = 0
+                            top += 1
+                            while top >= 2 and height[top - 1] == height[top - 2]:
+                                add_tile(stack, (top - 2) * T, stack, (top - 1) * T, rc)
+                                height[top - 2] += 1
+                                top -= 1
+                        if K > full:
+                            steps(stack, 0, ap, a0 + full * MR, bp, b0 + full * NR, K - full, rc)
+                        add_tile(tile, 0, stack, 0, rc)
+                    for r in range(rows):
+                        for cc in range(cols):
+                            v = tile[r * NR + cc]
+                            out[bi, m0 + r, n0 + cc] = v if v == v else np.nan     # one NaN, as the reference
 
     return driver
 
@@ -448,6 +473,9 @@ def gemm(kind: str, a: np.ndarray, b: np.ndarray, c: np.ndarray, order: str, wid
     with threads_for(bp.size):
         pack_b(b, perm, NR, bp)
     cost = 0.02 if dtype == np.float32 else 0.4
+    n_tiles = nb * -(-M // MR) * -(-N // NR)
     with threads_for(cost * nb * M * N * K + out.size):
-        _DRIVERS[kind](ap, bp, c, out, M, N, K, ORDERS[order], width, rc)
+        workers = numba.get_num_threads()
+        chunk = max(1, n_tiles // (16 * workers))
+        _DRIVERS[kind](ap, bp, c, out, M, N, K, ORDERS[order], width, rc, np.zeros(1, np.int64), chunk, workers)
     return out

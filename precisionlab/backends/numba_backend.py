@@ -1231,7 +1231,7 @@ def _gemm_plan(spec) -> tuple[str, np.ndarray] | None:
     return kind, _gemm.rounding_constants(acc)
 
 
-_NO_CONSTANTS = np.zeros(7, np.int64)
+_NO_CONSTANTS = np.zeros(5, np.int64)
 
 
 @functools.lru_cache(maxsize=256)
