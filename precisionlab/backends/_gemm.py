@@ -190,11 +190,25 @@ def _splat_constants(g: _IR, rc_ptr):
     return [g.splat(g.b.load(g.b.gep(rc_ptr, [g.const(i)])), g.it) for i in range(5)]
 
 
-def _tile_kernel(kind: str, from_zero: bool):
+def _rounded_add(g: _IR, kind: str, p, q, rc):
+    """p + q rounded as the kind's steps are."""
+    s = g.b.fadd(p, q)
+    if kind == "rne64":
+        return _round_f64(g, s, rc)
+    if kind == "rne64_odd":
+        bb = g.b.fsub(s, p)
+        err = g.b.fadd(g.b.fsub(p, g.b.fsub(s, bb)), g.b.fsub(q, bb))
+        return _round_f64(g, s, rc, err)
+    return s
+
+
+def _tile_kernel(kind: str, from_zero: bool, add_into: bool = False):
     """The micro-kernel ``tile[r, c] <- tile[r, c] (+) a[k, r] * b[k, c]`` for k in 0..nk, in order.
 
     ``tile`` (MR*NR) from offset ``t0``, ``a`` packed as ``a[a0 + k*MR + r]``, ``b`` as ``b[b0 + k*NR + c]``;
-    ``rc``: rounding_constants (rne64 kinds).  ``from_zero``: the tile starts at -0 (a new partial sum)."""
+    ``rc``: rounding_constants (rne64 kinds).  ``from_zero``: the sums start at -0 (a new partial sum).
+    ``add_into`` (with from_zero): the new sums are added to the tile, ``tile + s`` rounded once, instead of
+    stored (one merge of the lanes' tree without storing and reloading the new tile)."""
     MR, V, NV = _SHAPES[kind]
     NR = V * NV
     double = kind.startswith("rne64")
@@ -263,7 +277,9 @@ def _tile_kernel(kind: str, from_zero: bool):
             builder.position_at_end(done)
             for r in range(MR):
                 for v in range(NV):
-                    g.store(acc[r][v], tptr, builder.add(t0_v, g.const(r * NR + v * V)))
+                    off = builder.add(t0_v, g.const(r * NR + v * V))
+                    value = _rounded_add(g, kind, g.load(tptr, off), acc[r][v], rc) if add_into else acc[r][v]
+                    g.store(value, tptr, off)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -290,15 +306,7 @@ def _tile_add(kind: str):
                 if double else None
             for i in range(0, size, V):
                 xo, yo = builder.add(x0_v, g.const(i)), builder.add(y0_v, g.const(i))
-                p, q = g.load(xptr, xo), g.load(yptr, yo)
-                s = builder.fadd(p, q)
-                if kind == "rne64":
-                    s = _round_f64(g, s, rc)
-                elif kind == "rne64_odd":
-                    bb = builder.fsub(s, p)
-                    err = builder.fadd(builder.fsub(p, builder.fsub(s, bb)), builder.fsub(q, bb))
-                    s = _round_f64(g, s, rc, err)
-                g.store(s, xptr, xo)
+                g.store(_rounded_add(g, kind, g.load(xptr, xo), g.load(yptr, yo), rc), xptr, xo)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -335,7 +343,8 @@ def _make_driver(kind: str):
     does the work of the one that waits (a static split would wait for the slow half)."""
     MR, NR = tile_shape(kind)
     T = MR * NR
-    steps, new, add_tile = _tile_kernel(kind, False), _tile_kernel(kind, True), _tile_add(kind)
+    steps, new, new_add, add_tile = (_tile_kernel(kind, False), _tile_kernel(kind, True),
+                                     _tile_kernel(kind, True, add_into=True), _tile_add(kind))
     dtype = np.float64 if kind.startswith("rne64") else np.float32
 
     @njit(parallel=True, cache=True)
@@ -395,9 +404,14 @@ def _make_driver(kind: str):
                         top = 0                         # as a binary counter of equal levels), then the tail
                         for leaf in range(w):
                             lane = _bit_reverse(leaf, levels)
-                            new(stack, top * T, ap, a0 + lane * seg * MR, bp, b0 + lane * seg * NR, seg, rc)
-                            height[top] = 0
-                            top += 1
+                            a1, b1 = a0 + lane * seg * MR, b0 + lane * seg * NR
+                            if leaf & 1:                # the right sibling of the top: merged on the way out
+                                new_add(stack, (top - 1) * T, ap, a1, bp, b1, seg, rc)
+                                height[top - 1] += 1
+                            else:
+                                new(stack, top * T, ap, a1, bp, b1, seg, rc)
+                                height[top] = 0
+                                top += 1
                             while top >= 2 and height[top - 1] == height[top - 2]:
                                 add_tile(stack, (top - 2) * T, stack, (top - 1) * T, rc)
                                 height[top - 2] += 1
