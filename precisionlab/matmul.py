@@ -476,6 +476,8 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
     flush = not spec.input_subnormals
 
     def to_input(x: np.ndarray, fmt: Format, arg: str, rnd: Rounding, overflow: Overflow) -> np.ndarray:
+        if x.dtype == np.float32 and fmt == FP32 and overflow is Overflow.DEFAULT and not flush:
+            return x                        # every float32 is an fp32 value: no rounding changes it
         if x.dtype == np.float32 and not fits_float32(fmt):
             x = x.astype(np.float64)
         try:
