@@ -490,6 +490,7 @@ def gemm(kind: str, a: np.ndarray, b: np.ndarray, c: np.ndarray, order: str, wid
     n_tiles = nb * -(-M // MR) * -(-N // NR)
     with threads_for(cost * nb * M * N * K + out.size):
         workers = numba.get_num_threads()
-        chunk = max(1, n_tiles // (16 * workers))
+        tile_ns = cost * MR * NR * max(K, 1)
+        chunk = max(1, min(int(20_000 / tile_ns), n_tiles // (4 * workers)))     # about 20 us of work each
         _DRIVERS[kind](ap, bp, c, out, M, N, K, ORDERS[order], width, rc, np.zeros(1, np.int64), chunk, workers)
     return out

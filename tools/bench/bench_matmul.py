@@ -4,9 +4,11 @@ and an ml_dtypes per-step-rounding loop, in one process on the same data (DESIGN
     python tools/bench/bench_matmul.py [--size 512] [--threads 2] [--rounds 5] [--presets fp32_sequential,...]
 
 Prints G multiply-adds/s for each; run by hand, never by the tests.  Every figure is the best over
-``--rounds`` passes, each pass timing every entry once (best of ``--repeat`` calls), so that a burst
-of load from other processes spoils one pass, not a figure, and the ratios come from the same passes.
-NumPy's thread count is OpenBLAS's (set OPENBLAS_NUM_THREADS before starting to change it).
+``--rounds`` passes, each pass timing every preset once (best of ``--repeat`` calls), so that a burst
+of load from other processes spoils one pass, not a figure.  NumPy is timed in passes of its own
+before and after the presets, with a pause between: OpenBLAS's worker threads spin for a while after
+each call, and a Numba parallel region started meanwhile (GNU OpenMP layer) competes with them for
+the two cores.  NumPy's thread count is OpenBLAS's (set OPENBLAS_NUM_THREADS before starting).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="passes over every entry; the best counts")
     ap.add_argument("--presets", default=",".join(DEFAULT))
     ap.add_argument("--no-ml-dtypes", action="store_true", help="skip the (slow) ml_dtypes cast loop")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds of pause between the NumPy passes (before and after the presets) and Numba's")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write every timing as JSON")
     args = ap.parse_args()
     numba.set_num_threads(args.threads)
@@ -70,27 +74,35 @@ def main() -> None:
             acc = (acc.astype(np.float32) + np.outer(a16[:, k], b16[k]).astype(np.float32)).astype(ml_dtypes.bfloat16)
         return acc
 
-    entries = {"numpy float32 matmul": lambda: a @ b}
-    for name in args.presets.split(","):
-        entries[name] = lambda name=name: pl.matmul(a, b, name, backend="numba")
+    peer = "numpy float32 matmul"
+    entries = {name: (lambda name=name: pl.matmul(a, b, name, backend="numba")) for name in args.presets.split(",")}
     for fn in entries.values():                 # compile and warm up
         fn()
     load_before = os.getloadavg()
-    best = {k: float("inf") for k in entries}
+    best = {peer: float("inf")} | {k: float("inf") for k in entries}
+
+    def time_peer():
+        for _ in range(args.rounds):
+            best[peer] = min(best[peer], best_of(lambda: a @ b, args.repeat))
+        time.sleep(args.settle)                 # let OpenBLAS's spinning threads park before Numba's run
+
+    time_peer()
     for _ in range(args.rounds):
         for k, fn in entries.items():
             best[k] = min(best[k], best_of(fn, args.repeat))
+    time_peer()
     if not args.no_ml_dtypes:
         best["ml_dtypes bf16 cast loop"] = best_of(ml_dtypes_loop, 1)
     load_after = os.getloadavg()
     t_np = best["numpy float32 matmul"]
-    print(f"{n}x{n}x{n}, Numba threads {args.threads}, OpenBLAS threads "
+    print(f"{n}x{n}x{n}, Numba threads {args.threads} (layer {numba.threading_layer()}), OpenBLAS threads "
           f"{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after; commit {commit()}")
     for k, t in best.items():
         print(f"{k:26s} {macs / t / 1e9:8.2f} G MAC/s   ({t_np / t:5.2f} x numpy float32)")
     if args.json:
-        result = {"size": n, "threads": args.threads, "rounds": args.rounds, "repeat": args.repeat,
+        result = {"size": n, "threads": args.threads, "threading_layer": numba.threading_layer(),
+                  "rounds": args.rounds, "repeat": args.repeat,
                   "seconds": best, "g_mac_per_s": {k: macs / t / 1e9 for k, t in best.items()},
                   "load_average": [load_before, load_after], "commit": commit(),
                   "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
