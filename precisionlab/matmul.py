@@ -536,6 +536,14 @@ def _expand_scale(scale: Any, block: tuple[int | None, int | None] | None, rows:
     return ascontiguous(sp.reshape((math.prod(batch), rows, cols)))
 
 
+def _batched(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` broadcast to ``shape`` as a C-contiguous (batch, rows, cols) array (no copy when it already is one;
+    NumPy or CuPy)."""
+    if x.shape != shape:
+        x = np.broadcast_to(x, shape)
+    return ascontiguous(x).reshape((math.prod(shape[:-2]),) + shape[-2:])
+
+
 def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any = None, b_scale: Any = None,
            seed: int | None = None, backend: str = "auto") -> np.ndarray:
     """``a @ b (+ c)`` computed as ``spec`` says, bit for bit.
@@ -581,6 +589,8 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
     flush = not spec.input_subnormals
 
     def to_input(x: np.ndarray, fmt: Format, arg: str, rnd: Rounding, overflow: Overflow) -> np.ndarray:
+        if x.dtype == np.float32 and fmt == FP32 and overflow is Overflow.DEFAULT and not flush:
+            return x                        # every float32 is an fp32 value: no rounding changes it
         if x.dtype == np.float32 and not fits_float32(fmt):
             x = x.astype(np.float64)
         try:
@@ -588,24 +598,26 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
                                flush_inputs=flush, backend=backend)
         except ValueError as exc:
             raise ValueError(f"{arg}: {exc}") from None
-        return r.astype(np.float64)
+        return r.astype(np.float32 if fits_float32(fmt) else np.float64, copy=False)
 
     ar = to_input(ap, spec.a_format, "a", spec.input_rounding, spec.input_overflow)
     br = to_input(bp, spec.effective_b_format, "b", spec.input_rounding, spec.input_overflow)
     out_shape = batch + (M, N)
     if c is None:
-        cr = np.zeros(out_shape) if not device else _float_array(np.zeros(out_shape), "c", device)
+        cr = np.zeros(out_shape, np.float32)           # C = +0
+        if device:
+            cr = _float_array(cr, "c", device)
     else:
         cp = _float_array(c, "c", device)
         try:
-            cp = np.broadcast_to(cp, out_shape)
+            fits = np.broadcast_shapes(cp.shape, out_shape) == out_shape
         except ValueError:
-            raise ValueError(f"c has shape {cp.shape}; it must broadcast to the output shape {out_shape}") from None
+            fits = False
+        if not fits:
+            raise ValueError(f"c has shape {cp.shape}; it must broadcast to the output shape {out_shape}")
+        # rounding is elementwise: round C at its own shape (a bias row: N values), then broadcast
         cr = to_input(ascontiguous(cp), spec.effective_c_format, "c", Rounding.RNE, Overflow.DEFAULT)
-    nb = math.prod(batch)
-    a3 = ascontiguous(np.broadcast_to(ar, batch + (M, K)).reshape((nb, M, K)))
-    b3 = ascontiguous(np.broadcast_to(br, batch + (K, N)).reshape((nb, K, N)))
-    c3 = ascontiguous(np.broadcast_to(cr, out_shape).reshape((nb, M, N)))
+    a3, b3, c3 = (_batched(ar, batch + (M, K)), _batched(br, batch + (K, N)), _batched(cr, out_shape))
     sa = _expand_scale(a_scale, spec.a_scale_block, M, K, batch, "a_scale", "a_scale_block", device)
     sb = _expand_scale(b_scale, spec.b_scale_block, K, N, batch, "b_scale", "b_scale_block", device)
 
@@ -615,4 +627,4 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
             raise ValueError(f"backend={backend!r} has no matmul kernel yet; use backend='numpy' or 'auto'")
         kernel = get_backend("numpy")
     d = kernel.matmul_values(a3, b3, c3, sa, sb, spec, seed)
-    return d.reshape(out_shape).astype(spec.output_dtype)
+    return d.reshape(out_shape).astype(spec.output_dtype, copy=False)

@@ -29,6 +29,7 @@ Decisions the DESIGN leaves open, made here and documented:
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +151,21 @@ def make_round_spec(fmt: str | Format, rounding: str | Rounding = "rne", overflo
     return RoundSpec(fmt, rounding, overflow, subnormals, flush_inputs, seed, int(sr_bits), via)
 
 
+@functools.lru_cache(maxsize=512)
+def _cached_round_spec(*args: Any) -> RoundSpec:
+    return make_round_spec(*args)
+
+
+def _round_spec(*args: Any) -> RoundSpec:
+    """make_round_spec, remembered for repeated calls with the same (hashable) arguments."""
+    try:
+        return _cached_round_spec(*args)
+    except TypeError as exc:
+        if "unhashable" not in str(exc):
+            raise
+        return make_round_spec(*args)
+
+
 def _float_input(x: Any, arg: str = "x") -> np.ndarray:
     xp = as_array(x)                  # CuPy arrays stay on their device
     if xp.dtype not in (np.float32, np.float64):
@@ -158,12 +174,14 @@ def _float_input(x: Any, arg: str = "x") -> np.ndarray:
     return xp
 
 
+@functools.lru_cache(maxsize=256)
 def fits_float32(fmt: Format) -> bool:
     """True when every value of ``fmt`` is a float32 value: at most 24 significant bits, and
     the spacing of the lowest binade (2^(emin - m), also without subnormals) at least 2^-149."""
     return fmt.emax <= 127 and fmt.mantissa_bits <= 23 and fmt.emin - fmt.mantissa_bits >= -149
 
 
+@functools.lru_cache(maxsize=256)
 def _contains_float32(fmt: Format) -> bool:
     return fmt.mantissa_bits >= 23 and fmt.emax >= 127 and fmt.emin <= -126 and fmt.smallest_subnormal <= 2.0 ** -149
 
@@ -208,7 +226,7 @@ def round(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow:
     """
     from .backends import select_backend
 
-    spec = make_round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
+    spec = _round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
     xp = _prepare(x, spec)
     if out is not None:
         _check_out(out, xp)
@@ -241,7 +259,7 @@ def encode(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow
     """
     from .backends import select_backend
 
-    spec = make_round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
+    spec = _round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
     xp = _prepare(x, spec)
     kernel = select_backend(backend, xp)
     return kernel.encode_values(xp.reshape(-1), spec, 0).reshape(xp.shape)

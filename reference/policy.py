@@ -64,6 +64,7 @@ same bits, which tests/test_reference_policy.py checks.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -373,6 +374,7 @@ def _max_keep_nan(old: float | None, new: float) -> float:
     return max(old, new)
 
 
+@functools.lru_cache(maxsize=128)
 def _wide_output(spec: MatmulSpec) -> MatmulSpec | None:
     """The spec with an fp32 output (and C in its original format), when rounding that fp32
     value with the spec's output rounding gives the spec's result (see the module docstring)."""

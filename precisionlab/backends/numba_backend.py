@@ -9,6 +9,9 @@ SplitMix64 cost is paid only where it is used.
 
 from __future__ import annotations
 
+import functools
+
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
@@ -39,6 +42,52 @@ def _bits_f64(typingctx, u):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], context.get_value_type(types.float64))
     return sig, codegen
+
+
+#: Work estimated below this many nanoseconds on one thread runs on the calling thread alone: waking
+#: the other threads costs tens of microseconds on an idle machine, and a scheduler time slice
+#: (4-20 ms, measured on the shared 2-core machine) when another process holds a core.
+SERIAL_BELOW_NS = 500_000
+
+
+def _thread_count_functions():
+    """(get, set) of Numba's thread mask for the calling thread.  Once the pool is up, Numba's own ctypes
+    getters are called directly: the public get/set take a multiprocessing lock on every call (about
+    1-2 us each, paid several times per small pl.matmul)."""
+    from numba.np.ufunc import parallel
+
+    def get() -> int:
+        if getattr(parallel, "_is_initialized", False) and callable(getattr(parallel, "_get_num_threads", None)):
+            return int(parallel._get_num_threads())
+        return numba.get_num_threads()
+
+    def put(n: int) -> None:
+        if getattr(parallel, "_is_initialized", False) and callable(getattr(parallel, "_set_num_threads", None)):
+            parallel._set_num_threads(n)
+        else:
+            numba.set_num_threads(n)
+    return get, put
+
+
+_get_threads, _set_threads = _thread_count_functions()
+
+
+class _threads_for:
+    """``with _threads_for(ns):`` runs the kernels inside on one thread when the work (estimated ns on one
+    thread) is below SERIAL_BELOW_NS."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, ns: float) -> None:
+        self.threads = 1 if ns >= SERIAL_BELOW_NS else _get_threads()
+
+    def __enter__(self) -> None:
+        if self.threads > 1:
+            _set_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.threads > 1:
+            _set_threads(self.threads)
 
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -166,6 +215,7 @@ def _finish(v, N, q, a, mode, m, bias, over_inf_default, policy, fmax, fmin_norm
     return (-r if negative else r), negative, cls
 
 
+@functools.lru_cache(maxsize=512)
 def _params(spec: RoundSpec):
     """Per-call constants of the general kernels (the order _f64_one unpacks)."""
     fmt = spec.format
@@ -431,6 +481,7 @@ def _fast_path(x: np.ndarray, spec: RoundSpec) -> bool:
     return x.dtype == np.float32 and fits_float32(spec.format)
 
 
+@functools.lru_cache(maxsize=512)
 def _params_f32(spec: RoundSpec):
     """Per-call constants of the float32 kernels (the policy, resolved to values); the order
     is the one _f32_core and _f32_finish unpack."""
@@ -453,6 +504,7 @@ def _params_f32(spec: RoundSpec):
             np.float32(0.0) if fmt.has_zero else nan, not fmt.signed, fmt.nan == "fnuz")
 
 
+@functools.lru_cache(maxsize=512)
 def _params_f32_bits(spec: RoundSpec):
     """The constants of _params_f32 as float32 bit patterns (magnitudes), for _f32_round_bits."""
     m, emin149, flush_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz = \
@@ -463,6 +515,7 @@ def _params_f32_bits(spec: RoundSpec):
     return (m, emin149, flush_bits, *bits, unsigned, fnuz)
 
 
+@functools.lru_cache(maxsize=512)
 def _code_params_f32(fmt: Format):
     """Per-format constants of the float32 encode kernels (the order _f32_code unpacks)."""
     smallest_code = 1 if fmt.has_subnormals and fmt.mantissa_bits else (1 << fmt.mantissa_bits) * fmt.has_zero
@@ -474,31 +527,35 @@ def _code_params_f32(fmt: Format):
 
 def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int, out: np.ndarray | None = None) -> np.ndarray:
     out = np.empty_like(x) if out is None else out
-    if _fast_path(x, spec):
-        kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
-        if spec.rounding.stochastic:
-            kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed),
-                   spec.sr_bits)
-        else:
-            kernel(x.view(np.uint32), out.view(np.uint32), _params_f32_bits(spec))
-        return out
-    _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
+    fast = _fast_path(x, spec)
+    with _threads_for(x.size * (1.0 if fast else 4.0)):
+        if fast:
+            kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
+            if spec.rounding.stochastic:
+                kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed),
+                       spec.sr_bits)
+            else:
+                kernel(x.view(np.uint32), out.view(np.uint32), _params_f32_bits(spec))
+            return out
+        _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
     return out
 
 
 def encode_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
     fmt = spec.format
-    if _fast_path(x, spec):
-        out = np.empty(x.shape, dtype=fmt.code_dtype)
-        kernel = _F32_KERNELS[_MODES[spec.rounding]][1]
-        kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), _code_params_f32(fmt),
-               np.uint64(spec.seed or 0), spec.sr_bits)
-        return out
-    out = np.empty(x.shape, dtype=np.uint64)
-    _F64_KERNELS[_MODES[spec.rounding]][1](
-        x, out, np.uint64(counter_start), _params(spec),
-        (np.uint64(fmt.sign_mask), np.uint64(fmt._max_magnitude_code), np.uint64(fmt.inf_code or 0),
-         np.uint64(fmt.nan_code or 0), fmt.nan in ("ieee", "fn")))
+    fast = _fast_path(x, spec)
+    with _threads_for(x.size * (1.0 if fast else 4.0)):
+        if fast:
+            out = np.empty(x.shape, dtype=fmt.code_dtype)
+            kernel = _F32_KERNELS[_MODES[spec.rounding]][1]
+            kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), _code_params_f32(fmt),
+                   np.uint64(spec.seed or 0), spec.sr_bits)
+            return out
+        out = np.empty(x.shape, dtype=np.uint64)
+        _F64_KERNELS[_MODES[spec.rounding]][1](
+            x, out, np.uint64(counter_start), _params(spec),
+            (np.uint64(fmt.sign_mask), np.uint64(fmt._max_magnitude_code), np.uint64(fmt.inf_code or 0),
+             np.uint64(fmt.nan_code or 0), fmt.nan in ("ieee", "fn")))
     return out.astype(fmt.code_dtype)
 
 
@@ -538,9 +595,10 @@ def _decode_kernel(codes, out, m, bias, emin, has_sub, has_zero, sign_mask, inf_
 def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     out = np.empty(codes.shape, dtype=decode_dtype(fmt))
     nan_kind = {"ieee": 0, "fn": 1, "fnuz": 2, "none": 3}[fmt.nan]
-    _decode_kernel(codes, out, fmt.mantissa_bits, fmt.bias, fmt.emin, fmt.has_subnormals, fmt.has_zero,
-                   np.uint64(fmt.sign_mask), np.uint64(fmt.inf_code or 0), fmt.has_inf, nan_kind,
-                   (1 << fmt.exponent_bits) - 1)
+    with _threads_for(codes.size * 2.0):
+        _decode_kernel(codes, out, fmt.mantissa_bits, fmt.bias, fmt.emin, fmt.has_subnormals, fmt.has_zero,
+                       np.uint64(fmt.sign_mask), np.uint64(fmt.inf_code or 0), fmt.has_inf, nan_kind,
+                       (1 << fmt.exponent_bits) - 1)
     return out
 
 
@@ -567,6 +625,7 @@ def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
 
 
 from ..formats import get_format  # noqa: E402
+from . import _gemm  # noqa: E402
 from . import numpy_backend as _reference  # noqa: E402
 
 _FP32 = get_format("fp32")
@@ -598,6 +657,7 @@ def _add_odd(x, y):
     return _bits_f64(np.uint64(u + np.int64(need) * (2 * np.int64(toward_larger) - 1)))
 
 
+@functools.lru_cache(maxsize=512)
 def _mode_params(spec: RoundSpec):
     """(mode,) + _params(spec): the rounding constants as the matmul kernels index them."""
     return (_MODES[spec.rounding],) + _params(spec)
@@ -1130,10 +1190,11 @@ def _fits(fmt: Format, max_fraction_bits: int = 28) -> bool:
     return fmt.exponent_bits <= 8 and fmt.mantissa_bits <= max_fraction_bits
 
 
-#: Orders the compiled kernel runs (the composite ones of the CPU framework models run the reference).
+#: Orders the compiled kernels run (the composite ones run as order programs, numba_program.py).
 _COMPILED_ORDERS = ("sequential", "interleaved", "lanes", "pairwise", "blocked")
 
 
+@functools.lru_cache(maxsize=256)
 def _compiled(spec) -> bool:
     """Whether the compiled kernels cover ``spec`` exactly (see the section comment)."""
     if spec.stochastic or spec.step == "exact":
@@ -1153,6 +1214,76 @@ def _compiled(spec) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=256)
+def _gemm_plan(spec) -> tuple[str, np.ndarray] | None:
+    """(kind, rounding constants) when the register-blocked kernels of _gemm run ``spec``, else None:
+    ``ieee`` steps with RNE into an accumulator with subnormals -- fp32 (exact or fp32-rounded products),
+    or an IEEE-like format inside float32 (exact products) -- operands and C that are float32 values, no
+    promotion, an order other than ``pairwise``."""
+    fmts = (spec.a_format, spec.effective_b_format, spec.effective_c_format)
+    if not (spec.step == "ieee" and spec.step_rounding is Rounding.RNE and spec.accumulator_subnormals
+            and not spec.promotes and spec.order.kind in _gemm.ORDERS and all(fits_float32(f) for f in fmts)):
+        return None
+    acc = spec.accumulator
+    if acc == _FP32:
+        if spec.product_format is None:
+            return "fma32", _NO_CONSTANTS
+        return ("mul_add32", _NO_CONSTANTS) if spec.product_format == _FP32 else None
+    ieee_like = (acc.signed and acc.has_inf and acc.nan == "ieee" and acc.has_subnormals and acc.has_zero
+                 and fits_float32(acc))
+    if spec.product_format is not None or not ieee_like:
+        return None
+    kind = "rne64" if _gemm.double_rounding_is_safe(acc, *fmts) else "rne64_odd"
+    return kind, _gemm.rounding_constants(acc)
+
+
+_NO_CONSTANTS = np.zeros(5, np.int64)
+
+
+@functools.lru_cache(maxsize=256)
+def _output_specs(spec, seed: int | None) -> tuple[RoundSpec, ...]:
+    return tuple(rs for rs in (spec.via_spec(seed), spec.output_spec(seed)) if rs is not None)
+
+
+def _keeps_float32(rs: RoundSpec) -> bool:
+    """Whether the rounding leaves every float32 value as it is (fp32 itself, Inf kept, subnormals kept)."""
+    return (rs.format == _FP32 and rs.overflow is Overflow.DEFAULT and rs.keeps_subnormals and not rs.flush_inputs
+            and not rs.rounding.stochastic)
+
+
+def _nan_only_from_nan(fmt: Format) -> bool:
+    """Whether rounding to ``fmt`` gives NaN only for a NaN (it has Inf, a sign and a zero)."""
+    return fmt.has_inf and fmt.nan == "ieee" and fmt.signed and fmt.has_zero
+
+
+def _round_output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
+    """``output_via`` then the output rounding; float32 in, float32 out where the format allows.
+
+    ``out`` holds the canonical NaN (the tiled kernels store it); the float32 kernels keep it, so the NaN
+    is made canonical again only after a rounding that can turn a number into NaN, or one in float64.  A
+    rounding that keeps every float32 value is skipped."""
+    for rs in _output_specs(spec, seed):
+        if out.dtype == np.float32 and _keeps_float32(rs):
+            continue
+        if out.dtype == np.float32 and not fits_float32(rs.format):
+            out = out.astype(np.float64)
+        out = round_values(out.reshape(-1), rs, 0).reshape(out.shape)
+        if out.dtype != np.float32 or not _nan_only_from_nan(rs.format):
+            np.copyto(out, np.nan, where=np.isnan(out))             # one NaN, as the reference
+    return out
+
+
+def _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
+    kind, constants = plan
+    if spec.scale_at == "operands" and a_scale is not None:          # operands x scales, rounded to fp32
+        a = round_values((a.astype(np.float64) * a_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(a.shape)
+    if spec.scale_at == "operands" and b_scale is not None:
+        b = round_values((b.astype(np.float64) * b_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(b.shape)
+    a, b, c = (np.ascontiguousarray(x) for x in (a, b, c))
+    out = _gemm.gemm(kind, a, b, c, spec.order.kind, spec.order.width or 1, constants, _threads_for)
+    return _round_output(out, spec, seed)
+
+
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
                   b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
     """The kernel interface of the NumPy reference (same arguments, same bits)."""
@@ -1162,7 +1293,18 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
         if not numba_program.covers(spec):
             return _reference.matmul_values(a, b, c, a_scale, b_scale, spec, seed)
         a, b, c = _scaled_operands(a, b, c, a_scale, b_scale, spec)[:3]
-        return _output(numba_program.matmul_values(a, b, c, spec, _TILE), spec, seed)
+        with _threads_for(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] + c.size):
+            return _round_output(numba_program.matmul_values(a, b, c, spec, _TILE), spec, seed)
+    plan = _gemm_plan(spec)
+    if plan is not None:
+        return _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan)
+    with _threads_for(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] + c.size):
+        return _matmul_rows(a, b, c, a_scale, b_scale, spec, seed)
+
+
+def _matmul_rows(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
+                 b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
+    """The row kernel (_matmul_kernel) for every other compiled model."""
     a, b, c, a_scale, b_scale = _scaled_operands(a, b, c, a_scale, b_scale, spec)
     a_emin, a_m = spec.a_format.emin, spec.a_format.mantissa_bits
     b_emin, b_m = spec.effective_b_format.emin, spec.effective_b_format.mantissa_bits
@@ -1203,7 +1345,7 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
                    order_width, spec.k_fused, chunk, spec.promotes, spec.scale_at == "promotion",
                    a_scale is not None, b_scale is not None, _mode_params(acc),
                    _mode_params(spec.accumulator_rne_spec()), _mode_params(prod), _mode_params(fp32_spec), da, db)
-    return _output(np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N], spec, seed)
+    return _round_output(np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N], spec, seed)
 
 
 def _scaled_operands(a, b, c, a_scale, b_scale, spec):
@@ -1220,17 +1362,6 @@ def _scaled_operands(a, b, c, a_scale, b_scale, spec):
     if spec.scale_at == "operands" and b_scale is not None:
         b = round_values((b * b_scale).reshape(-1), fp32_spec, 0).reshape(b.shape)
     return a, b, c, a_scale, b_scale
-
-
-def _output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
-    """The accumulated sums to the output: one NaN (as the reference), ``output_via``, the output rounding."""
-    out = np.where(np.isnan(out), np.nan, out)
-    via = spec.via_spec(seed)
-    if via is not None:
-        out = round_values(out.reshape(-1), via, 0).reshape(out.shape)
-        out = np.where(np.isnan(out), np.nan, out)
-    out = round_values(out.reshape(-1), spec.output_spec(seed), 0).reshape(out.shape)
-    return np.where(np.isnan(out), np.nan, out)
 
 
 def compiles(spec) -> bool:

@@ -575,8 +575,8 @@ class ReferenceMatmul:
 
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
                   b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
-    """The reference kernel: ``a`` (B, M, K), ``b`` (B, K, N), ``c`` (B, M, N) float64 values of the
-    input formats, scales expanded to the operands' shapes (or None); returns (B, M, N) float64."""
+    """The reference kernel: ``a`` (B, M, K), ``b`` (B, K, N), ``c`` (B, M, N) float32 or float64 values
+    of the input formats, scales expanded to the operands' shapes (or None); returns (B, M, N) float64."""
     B, M, K = a.shape
     N = b.shape[2]
     model = ReferenceMatmul(spec, seed)

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 
+import numba
 import numpy as np
 from precisionlab.reference import MLP, SGD, Float32Ops, SoftmaxCrossEntropy, Trainer, gaussian_blobs, get_recipe
 
@@ -47,13 +49,20 @@ def float32_step(model: MLP, opt: SGD, ops: Float32Ops, loss: SoftmaxCrossEntrop
     return value
 
 
-def best_rate(step, steps: int, rounds: int) -> float:
-    best = 0.0
+def rate(step, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - start)
+
+
+def best_rates(steps: dict, counts: dict, rounds: int) -> dict:
+    """Best steps/s of each entry over ``rounds`` passes; the entries alternate within a pass, so that a
+    burst of load from other processes spoils one pass of each rather than all of one."""
+    best = dict.fromkeys(steps, 0.0)
     for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        best = max(best, steps / (time.perf_counter() - start))
+        for name, step in steps.items():
+            best[name] = max(best[name], rate(step, counts[name]))
     return best
 
 
@@ -66,11 +75,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="passes; the best counts (default 3)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     ap.add_argument("--backend", default="auto", help="pl.matmul / pl.round backend (default auto)")
+    ap.add_argument("--threads", type=int, default=None, help="Numba threads (default: Numba's)")
     ap.add_argument("--quick", action="store_true", help="smoke run: MLP 8-16-4, batch 16, 2 steps, 1 pass")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON")
     args = ap.parse_args(argv)
     if args.quick:
         args.sizes, args.batch, args.steps, args.rounds, args.warmup = "8,16,4", 16, 2, 1, 1
+    if args.threads is not None:
+        numba.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     task = gaussian_blobs(args.batch, sizes[0], sizes[-1], seed=0, test_fraction=0.01)
     x, y = task.x_train, task.y_train
@@ -90,8 +102,11 @@ def main(argv=None) -> int:
     for _ in range(args.warmup):
         recipe_step()
         ref_step()
-    rate_recipe = best_rate(recipe_step, args.steps, args.rounds)
-    rate_ref = best_rate(ref_step, max(args.steps, 50), args.rounds)
+    load_before = os.getloadavg()[0]
+    rates = best_rates({"recipe": recipe_step, "float32": ref_step},
+                       {"recipe": args.steps, "float32": max(args.steps, 50)}, args.rounds)
+    rate_recipe, rate_ref = rates["recipe"], rates["float32"]
+    load_after = os.getloadavg()[0]
     kernel = select_backend(args.backend, x)
     matmul_kernel = kernel.__name__ if hasattr(kernel, "matmul_values") else "precisionlab.backends.numpy_backend"
     result = {
@@ -100,8 +115,12 @@ def main(argv=None) -> int:
         "recipe_steps_per_s": rate_recipe, "float32_numpy_steps_per_s": rate_ref,
         "slowdown": rate_ref / rate_recipe, "target_slowdown": 5.0,
         "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
+        "numba_threads": numba.get_num_threads(), "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "load_average": [load_before, load_after],
     }
-    print(f"MLP {'-'.join(map(str, sizes))}, batch {args.batch}; matmul kernel {matmul_kernel}")
+    print(f"MLP {'-'.join(map(str, sizes))}, batch {args.batch}; matmul kernel {matmul_kernel}; Numba threads "
+          f"{result['numba_threads']}, OpenBLAS threads {result['openblas_threads'] or 'default'}; load average "
+          f"{load_before:.1f} before, {load_after:.1f} after")
     print(f"  {recipe.name:>16}: {rate_recipe:10.3f} steps/s")
     print(f"  {'float32 NumPy':>16}: {rate_ref:10.3f} steps/s")
     print(f"  slowdown {result['slowdown']:.1f}x (target <= 5x)")
