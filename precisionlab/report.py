@@ -29,8 +29,8 @@ Decisions:
   default backend: the Numba rounding kernels compile in seconds.
 * **Sizes** keep the report well under a minute on 2 cores: 100000 inputs per cast cell;
   4 x 4 outputs per matmul cell with K = 32, 256, 2048.  Measured after ``pip install .``
-  with an empty Numba cache on the shared 2-core development machine: 28 s (14 s of CPU)
-  the first time, 12 s after.
+  with an empty Numba cache on the shared 2-core development machine: 16 s of CPU time
+  the first time (28 to 43 s wall, depending on the other users), 10 to 11 s after.
 * **The recipes table describes the recipes**; it does not train them (the fp32 baseline
   runs its GEMMs on the exact reference, which takes minutes even for a small model);
   ``precisionlab error train`` trains them side by side.
