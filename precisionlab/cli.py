@@ -673,6 +673,15 @@ def _train_progress(stream: Any) -> Callable[[str, int, int, Any], None]:
     return report
 
 
+def train_record(r: Any, reference: Any) -> dict[str, Any]:
+    """One row of the recipes-side-by-side table (a TrainResult against the fp32 run)."""
+    return {"recipe": r.recipe, "final_loss": _json_float(r.final_loss), "test_loss": _json_float(r.test_loss),
+            "test_accuracy": _json_float(r.test_accuracy), "skipped_steps": r.skipped_steps,
+            "underflow_fraction": _json_float(r.underflow_fraction), "overflowed_gradients": r.overflow_count,
+            "divergence": _json_float(r.divergence(reference)) if reference is not None else None,
+            "seconds": round(r.seconds, 3)}
+
+
 def _run_error_train(args: argparse.Namespace, out: io.TextIOBase) -> int:
     import importlib.util
 
@@ -688,19 +697,7 @@ def _run_error_train(args: argparse.Namespace, out: io.TextIOBase) -> int:
         names, model=args.model, task=args.task, steps=args.steps, optimizer=args.optimizer, lr=args.lr,
         batch_size=args.batch_size, hidden=args.hidden, seed=args.seed, task_args=task_args,
         progress=None if args.no_progress else _train_progress(sys.stderr))
-    records = []
-    for r in results:
-        records.append({
-            "recipe": r.recipe,
-            "final_loss": _json_float(r.final_loss),
-            "test_loss": _json_float(r.test_loss),
-            "test_accuracy": _json_float(r.test_accuracy),
-            "skipped_steps": r.skipped_steps,
-            "underflow_fraction": _json_float(r.underflow_fraction),
-            "overflowed_gradients": r.overflow_count,
-            "divergence": _json_float(r.divergence(reference)) if reference is not None else None,
-            "seconds": round(r.seconds, 3),
-        })
+    records = [train_record(r, reference) for r in results]
     document = {"model": args.model, "task": args.task, "steps": args.steps, "optimizer": args.optimizer,
                 "lr": args.lr, "batch_size": args.batch_size, "hidden": args.hidden, "seed": args.seed,
                 "reference": "fp32",

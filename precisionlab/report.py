@@ -8,7 +8,8 @@ One command that shows, on any machine, what low precision does:
 3. the accumulation error of matmul presets x K (as ``precisionlab error matmul``) against
    the exact product;
 4. the training recipes of ``precisionlab.reference``: how each one rounds, accumulates and
-   scales.
+   scales;
+5. a few of them trained side by side (as ``precisionlab error train``, without its timings).
 
 The report is printed (aligned tables, Markdown or JSON) and, with ``--out DIR``, written
 as ``DIR/report.md``, with the plots ``DIR/cast-error.png`` and ``DIR/matmul-error.png``
@@ -31,9 +32,9 @@ Decisions:
   4 x 4 outputs per matmul cell with K = 32, 256, 2048.  Measured after ``pip install .``
   with an empty Numba cache on the shared 2-core development machine: 16 s of CPU time
   the first time (28 to 43 s wall, depending on the other users), 10 to 11 s after.
-* **The recipes table describes the recipes**; it does not train them (the fp32 baseline
-  runs its GEMMs on the exact reference, which takes minutes even for a small model);
-  ``precisionlab error train`` trains them side by side.
+* **The training table** runs its GEMMs on the Numba backend (the exact reference would take
+  minutes); its cold JIT compilation is most of its cost (about 20 s of the report's 45 s wall
+  time measured cold on the loaded 2-core machine).  ``--train none`` leaves it out.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from .cli import (
     _CAST_ERROR_COLUMNS,
     _FORMAT_COLUMNS,
     _MATMUL_ERROR_COLUMNS,
+    _TRAIN_COLUMNS,
     DASH,
     PROG,
     Column,
@@ -72,6 +74,7 @@ from .cli import (
     format_record,
     matmul_error_record,
     parse_matmul_spec,
+    train_record,
 )
 from .formats import Format, formats, get_format
 from .rounding import Rounding
@@ -97,10 +100,12 @@ DEFAULTS: dict[str, str] = {
     "m": "4",
     "seed": "0",
     "backend": "numpy",
+    "train": "fp32,pure_fp16,torch_amp_fp16,torch_amp_bf16",
+    "steps": "30",
 }
 
 #: The options that change the report's content, in the order the command line shows them.
-_CONTENT_OPTIONS = ("formats", "rounding", "n", "presets", "k", "dist", "m", "seed", "backend")
+_CONTENT_OPTIONS = ("formats", "rounding", "n", "presets", "k", "dist", "m", "seed", "backend", "train", "steps")
 
 
 @dataclass(frozen=True)
@@ -341,6 +346,28 @@ _RECIPE_COLUMNS = (
 )
 
 
+_TRAINING_TEXT = (
+    "The recipes trained side by side ({steps} steps of `precisionlab error train`'s defaults: an MLP on the "
+    "built-in synthetic classification task, the same initial weights and batches for every recipe; the GEMMs "
+    "on the Numba backend). *grads flushed to 0* is the fraction of gradient values that rounding to the "
+    "recipe's gradient format turned into zero, *grads overflowed* the count that became Inf or NaN (a step "
+    "with one is skipped under dynamic loss scaling), *divergence vs fp32* the largest relative difference of "
+    "the loss from the fp32 run over all steps. pure_fp16 loses small gradients to underflow that the AMP "
+    "recipes keep with their master weights and loss scaling."
+)
+
+
+def _training_section(names: Sequence[str], steps: int, seed: int) -> Section:
+    from .reference.trainer import compare_recipes
+
+    results, reference = compare_recipes(names, steps=steps, seed=seed)
+    records = [{k: v for k, v in train_record(r, reference).items() if k != "seconds"} for r in results]
+    return Section("training", "Training recipes side by side",
+                   f"{len(records)} recipes trained {steps} steps each on the same data and initial weights.",
+                   _TRAINING_TEXT.format(steps=steps), tuple(c for c in _TRAIN_COLUMNS if c.key != "seconds"),
+                   records)
+
+
 def _recipes_section() -> Section:
     from .reference.recipes import recipes
 
@@ -368,6 +395,8 @@ def _parsed(values: dict[str, str]) -> dict[str, Any]:
         "m": int(values["m"]),
         "seed": int(values["seed"]),
         "backend": values["backend"],
+        "train": [t for t in items("train") if t != "none"],
+        "steps": int(values["steps"]),
     }
 
 
@@ -395,10 +424,13 @@ def build_report(**settings: str) -> Report:
         _matmul_section(v["presets"], v["k"], v["dist"], v["m"], v["seed"], v["backend"]),
         _recipes_section(),
     ]
+    if v["train"]:
+        sections.append(_training_section(v["train"], v["steps"], v["seed"]))
     settings_doc = {"cast_formats": [f.name for f in v["formats"]], "roundings": [r.value for r in v["rounding"]],
                     "cast_inputs": v["n"], "cast_distribution": "normal",
                     "presets": [s.name for s in v["presets"]], "k": v["k"], "matmul_distributions": v["dist"],
-                    "m": v["m"], "n": v["m"], "seed": v["seed"], "matmul_backend": v["backend"]}
+                    "m": v["m"], "n": v["m"], "seed": v["seed"], "matmul_backend": v["backend"],
+                    "train_recipes": v["train"], "train_steps": v["steps"]}
     return Report(command_line(text), settings_doc, sections)
 
 
@@ -480,6 +512,15 @@ def _text_list(parse: Any, what: str) -> Any:
     return convert
 
 
+def _recipe_name(text: str) -> str:
+    """A recipe of the reference trainer, or 'none'."""
+    if text.strip() != "none":
+        from .reference.recipes import get_recipe
+
+        get_recipe(text.strip())
+    return text
+
+
 def _text_of(parse: Any) -> Any:
     def convert(text: str) -> str:
         return str(parse(text))
@@ -493,8 +534,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     modes = ", ".join(m.value for m in Rounding)
     p = sub.add_parser(
         "report", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="the main job: formats, cast error, matmul accumulation error and recipes tables in one report",
-        description="Compute four tables and print them (--format table, markdown or json):\n"
+        help="the main job: formats, cast error, matmul accumulation error, recipes and training tables",
+        description="Compute five tables and print them (--format table, markdown or json):\n"
                     "  1. formats: the catalogue with its derived facts (as 'precisionlab formats');\n"
                     "  2. cast error: for every format x rounding mode, N standard-normal inputs rounded to the\n"
                     "     format: max/mean relative error, max/mean error in ULPs, mean bits lost, the overflow\n"
@@ -505,7 +546,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "     bits lost (as 'precisionlab error matmul');\n"
                     "  4. training recipes: the GEMM specs, low-precision format, storage of weights, gradients\n"
                     "     and optimizer state, loss scaling and FP8 scaling of every recipe of the reference\n"
-                    "     trainer (precisionlab.reference).\n"
+                    "     trainer (precisionlab.reference);\n"
+                    "  5. the --train recipes trained side by side for --steps steps (as 'precisionlab error\n"
+                    "     train' without its time column): final loss, accuracy, skipped steps, gradients\n"
+                    "     flushed to zero or overflowed, divergence from fp32.\n"
                     "With --out DIR the report is also written as DIR/report.md, and, when matplotlib is\n"
                     "installed, the plots DIR/cast-error.png and DIR/matmul-error.png. Deterministic: the same\n"
                     "command gives the same bytes (seeded inputs; no timings or dates). The defaults run in\n"
@@ -550,4 +594,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKEND_CHOICES, default=DEFAULTS["backend"],
                    help="backend of the matmuls: numpy (default: no JIT compilation), numba or auto; every "
                         "backend gives the same bits")
+    p.add_argument("--train", type=_text_list(_recipe_name, "recipes"), default=DEFAULTS["train"].split(","),
+                   metavar="R[,R...]", help=f"training: recipes trained side by side, 'none' for no training "
+                                            f"table (default: {DEFAULTS['train']})")
+    p.add_argument("--steps", type=_text_of(_positive_int), default=DEFAULTS["steps"], metavar="N",
+                   help=f"training: steps per recipe (default: {DEFAULTS['steps']})")
     p.set_defaults(func=_run)

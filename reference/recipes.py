@@ -121,7 +121,7 @@ _SOURCE_TORCH_AMP = (
 
 _FP32 = Recipe(
     "fp32",
-    Policy("fp32", matmul="exact",
+    Policy("fp32", matmul="fp32_sequential",
            source="float32 everywhere; GEMMs as sequential fp32 FMA loops."),
     source="Plain float32 training, the baseline the other recipes are compared with. Every GEMM is the textbook "
            "sequential fp32 FMA loop (fp32_sequential), elementwise arithmetic in float32, no casts, no loss "

@@ -37,7 +37,7 @@ def test_unknown_recipe_lists_the_names():
 def test_fp32_rounds_nothing():
     f = recipes["fp32"].policy.formats()
     assert set(f.values()) == {None}
-    assert recipes["fp32"].policy.matmul.forward is pl.get_preset("exact")
+    assert recipes["fp32"].policy.matmul.forward is pl.get_preset("fp32_sequential")
 
 
 def test_pure_fp16_is_a_whole_model_in_half_without_master_weights_or_scaling():

@@ -23,7 +23,7 @@ DOCS_REPORT = ROOT / "docs" / "report.md"
 #: A small report for the tests that do not need the default one.
 SMALL = ["--formats", "bf16,e4m3,fp4_e2m1", "--rounding", "rne,rtz,sr", "--n", "3000",
          "--presets", "exact,fp16_accumulate,h100_e4m3,h100_e4m3+promote128", "--k", "32,512",
-         "--dist", "uniform,cancelling"]
+         "--train", "fp32,pure_fp16", "--steps", "3", "--dist", "uniform,cancelling"]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -100,7 +100,7 @@ def test_same_command_same_bytes(tmp_path):
 def test_json_sections_and_settings(small_json):
     doc = small_json
     assert set(doc) == {"report", "version", "command", "settings", "formats", "cast_error", "matmul_error",
-                        "recipes"}
+                        "recipes", "training"}
     assert doc["version"] == pl.__version__
     assert doc["command"] == "precisionlab report " + " ".join(SMALL[:-2])   # the default --dist is left out
     s = doc["settings"]
@@ -112,6 +112,9 @@ def test_json_sections_and_settings(small_json):
         [(p, d, k) for p in ("exact", "fp16_accumulate", "h100_e4m3", "h100_e4m3+promote128")
          for d in ("uniform", "cancelling") for k in (32, 512)]
     assert [r["recipe"] for r in doc["recipes"]] == list(recipes)
+    assert s["train_recipes"] == ["fp32", "pure_fp16"] and s["train_steps"] == 3
+    assert [r["recipe"] for r in doc["training"]] == ["fp32", "pure_fp16"]
+    assert doc["training"][0]["divergence"] == 0 and "seconds" not in doc["training"][0]
 
 
 def test_formats_section_is_the_catalogue(small_json):
@@ -192,14 +195,15 @@ def test_recipes_rows(small_json):
 def test_markdown_tables_are_well_formed():
     text = DOCS_REPORT.read_text(encoding="utf-8")
     tables = re.findall(r"(?:^\|.*\|\n)+", text, flags=re.MULTILINE)
-    assert len(tables) == 4
+    assert len(tables) == 5
     for table in tables:
         lines = table.splitlines()
         cells = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
         assert len(set(cells)) == 1, f"a row with a different number of cells: {lines[0]}"
         assert re.fullmatch(r"\|(:?-+:?\|)+", lines[1])
     headings = re.findall(r"^## (\d)\. (.*)$", text, flags=re.MULTILINE)
-    assert [h[1] for h in headings] == ["Formats", "Cast error", "Matmul accumulation error", "Training recipes"]
+    assert [h[1] for h in headings] == ["Formats", "Cast error", "Matmul accumulation error", "Training recipes",
+                                        "Training recipes side by side"]
     for number, title in headings:                       # the contents links resolve to the headings
         assert f"(#{number}-{title.lower().replace(' ', '-')})" in text
 
