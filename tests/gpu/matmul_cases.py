@@ -171,7 +171,8 @@ def below_the_window_cases():
             for order in ("sequential", "pairwise"):
                 spec = pl.MatmulSpec(a_format="fp16", accumulator=acc, step_rounding=mode, order=order,
                                      c_format="fp64", output_format="fp64")
-                for c in (2.0**100, -(3 * 2.0**90), 2.0**107 * (1 + 2.0**-7), 1e300):
-                    for a, b in (([1.0], [2.0**-30]), ([-3.0, 1.0], [2.0**-40, 2.0**-40]), ([2.0**-24], [2.0**-30])):
+                for c in (2.0**120, -(3 * 2.0**118), 2.0**126 * (1 + 2.0**-7), 1e300):
+                    for a, b in (([1.0], [2.0**-10]), ([-3.0, 1.0], [2.0**-12, 2.0**-12]), ([2.0**-24], [-(2.0**-14)])):
                         cases.append((spec, np.array([a]), np.array([b]).T, np.array([[c]])))
     return cases
+
