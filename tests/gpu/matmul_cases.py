@@ -137,7 +137,12 @@ FAR = st.builds(lambda s, m, e: s * m * 2.0**e, st.sampled_from([-1, 1]), st.int
 WIDE_B = st.sampled_from([1.0, -1.0, 2.0**-30, 3.0, 2.0**20, -(2.0**-40), 2.0**30])
 LONG = st.builds(lambda s, m, e: s * m * 2.0**e, st.sampled_from([-1, 1]), st.integers(2**52, 2**53 - 1),
                  st.integers(-120, 60))
-WIDE_C = LONG | st.floats(-1e6, 1e6) | st.sampled_from([1.0 + 2.0**-52, -(2.0**-60), 2.0**70, 2.0**-1074, 1e300])
+#: Large values on the accumulator's grid: with the products shifted out of the 128-bit window
+#: entirely, only the sticky bit says the sum is inexact.
+SHORT_BIG = st.builds(lambda s, m, e: s * m * 2.0**e, st.sampled_from([-1, 1]), st.integers(1, 2**20),
+                      st.integers(85, 107))
+WIDE_C = LONG | SHORT_BIG | st.floats(-1e6, 1e6) | st.sampled_from([1.0 + 2.0**-52, -(2.0**-60), 2.0**70,
+                                                                      2.0**-1074, 1e300])
 
 
 @st.composite
@@ -154,3 +159,20 @@ def wide_cases(draw):
     b = np.array([draw(st.lists(WIDE_B, min_size=K, max_size=K))]).T
     c = np.array([[draw(WIDE_C)]])
     return spec, a, b, c
+
+
+def below_the_window_cases():
+    """(spec, a, b, c) where C is on the accumulator's grid and the products lie wholly below the
+    128-bit window of the addition: only the sticky bit tells the directed, odd and stochastic
+    modes that the sum is inexact (and, with cancellation, which neighbour it is)."""
+    cases = []
+    for acc in ("fp32", "bf16", "fp64", pl.Format(8, 40, name="e8m40")):
+        for mode in MODES:
+            for order in ("sequential", "pairwise"):
+                spec = pl.MatmulSpec(a_format="fp16", accumulator=acc, step_rounding=mode, order=order,
+                                     c_format="fp64", output_format="fp64")
+                for c in (2.0**120, -(3 * 2.0**118), 2.0**126 * (1 + 2.0**-7), 1e300):
+                    for a, b in (([1.0], [2.0**-10]), ([-3.0, 1.0], [2.0**-12, 2.0**-12]), ([2.0**-24], [-(2.0**-14)])):
+                        cases.append((spec, np.array([a]), np.array([b]).T, np.array([[c]])))
+    return cases
+

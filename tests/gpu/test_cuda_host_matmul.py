@@ -85,6 +85,19 @@ def test_host_wide_sums(host, case, seed):
     check_kernel(host.matmul_values, *kernel_inputs(a, b, c, None, None, spec), spec, seed)
 
 
+def test_products_below_the_window(host):
+    """Deterministic cases for the sticky bit of the 128-bit addition (random data reaches it rarely)."""
+    for spec, a, b, c in mc.below_the_window_cases():
+        check_kernel(host.matmul_values, *kernel_inputs(a, b, c, None, None, spec), spec, 7, f"{spec.accumulator.name} "
+                     f"{spec.step_rounding.value} {spec.order} c={c[0, 0]} a={a.tolist()}")
+
+
+def test_below_the_window_products_are_not_zero():
+    """The operands are fp16 values (the products below the window are not rounded away)."""
+    for _spec, a, b, _c in mc.below_the_window_cases()[:3]:
+        assert np.all(pl.round(a, "fp16") == a) and np.all(pl.round(b, "fp16") == b) and np.all(a @ b != 0)
+
+
 @pytest.mark.parametrize("name", sorted(pl.presets))
 def test_host_every_preset(host, name):
     """Every preset on data that separates orders and alignments, with the specials, K past blocks."""

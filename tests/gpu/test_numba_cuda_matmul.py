@@ -87,6 +87,13 @@ def test_wide_sums(case, seed):
     check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, None, None, spec), spec, seed)
 
 
+def test_products_below_the_window():
+    """Deterministic cases for the sticky bit of the 128-bit addition (random data reaches it rarely)."""
+    for spec, a, b, c in mc.below_the_window_cases():
+        check_kernel(nc.matmul_values, *kernel_inputs(a, b, c, None, None, spec), spec, 7, f"{spec.accumulator.name} "
+                     f"{spec.step_rounding.value} {spec.order} c={c[0, 0]} a={a.tolist()}")
+
+
 PRESETS = sorted(pl.presets)
 
 
