@@ -687,3 +687,16 @@ def test_an_order_program_has_one_instruction_per_rounding_event(order, K):
     assert int(np.sum(prog[:, 0] == numba_program.ADD_PRODUCT)) == K
     assert sorted(prog[prog[:, 0] == numba_program.ADD_PRODUCT, 2].tolist()) == list(range(K))
     assert 0 <= result < n_regs <= 2 + K.bit_length() + 64          # registers are reused, not one per step
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_operand_scaling_rounds_once_to_fp32(backend):
+    """3 · s is exactly the fp32 midpoint 1 + 2^-24 plus 2^-54: a float64 product rounds it onto the
+    midpoint, and fp32 RNE then goes to 1.0 (double rounding); the single rounding gives 1 + 2^-23."""
+    s = float((2**54 + 2**30 + 1) // 3) * 2.0**-54
+    assert Fraction(s) * 3 == 1 + Fraction(1, 2**24) + Fraction(1, 2**54)
+    spec = MatmulSpec(a_format="bf16", accumulator="fp32", output_format="fp32", a_scale_block=(None, None),
+                      b_scale_block=(None, None), scale_at="operands")
+    out = pl.matmul(np.array([[3.0]], np.float32), np.array([[1.0]], np.float32), spec, a_scale=np.array(s),
+                    b_scale=np.array(1.0), backend=backend)
+    assert float(out[0, 0]) == 1 + 2.0**-23

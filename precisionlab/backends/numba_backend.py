@@ -1276,9 +1276,9 @@ def _round_output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
 def _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
     kind, constants = plan
     if spec.scale_at == "operands" and a_scale is not None:          # operands x scales, rounded to fp32
-        a = round_values((a.astype(np.float64) * a_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(a.shape)
+        a = _times_fp32(a, a_scale)
     if spec.scale_at == "operands" and b_scale is not None:
-        b = round_values((b.astype(np.float64) * b_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(b.shape)
+        b = _times_fp32(b, b_scale)
     a, b, c = (np.ascontiguousarray(x) for x in (a, b, c))
     out = _gemm.gemm(kind, a, b, c, spec.order.kind, spec.order.width or 1, constants, _threads_for)
     return _round_output(out, spec, seed)
@@ -1348,6 +1348,24 @@ def _matmul_rows(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarra
     return _round_output(np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N], spec, seed)
 
 
+def _times_fp32(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """fp32(x · s) with one rounding, as the reference: the float64 product rounded to odd (its last bit
+    records whether the exact product was cut; Dekker's exact product error), then fp32 RNE.  A plain
+    float64 product would round twice when x·s needs more than 53 bits (a long float64 scale)."""
+    x, s = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(s, np.float64))
+    p = x * s
+    with np.errstate(invalid="ignore", over="ignore"):
+        xh = (134217729.0 * x) - ((134217729.0 * x) - x)
+        sh = (134217729.0 * s) - ((134217729.0 * s) - s)
+        xl, sl = x - xh, s - sh
+        err = ((xh * sh - p) + xh * sl + xl * sh) + xl * sl
+    u = p.view(np.int64)
+    need = (err != 0) & ((u & 1) == 0) & np.isfinite(p) & np.isfinite(err)
+    step = np.where((err > 0) == (p > 0), 1, -1)
+    p = np.where(need, (u + step).view(np.float64), p)
+    return round_values(p.reshape(-1), RoundSpec(_FP32), 0).reshape(p.shape)
+
+
 def _scaled_operands(a, b, c, a_scale, b_scale, spec):
     """Writeable C float64 arrays (one compiled signature: read-only broadcast views would compile a
     second one); with ``scale_at="operands"`` the operands times their scales, rounded to fp32."""
@@ -1356,11 +1374,10 @@ def _scaled_operands(a, b, c, a_scale, b_scale, spec):
         a_scale = np.require(a_scale, np.float64, ["C", "W"])
     if b_scale is not None:
         b_scale = np.require(b_scale, np.float64, ["C", "W"])
-    fp32_spec = RoundSpec(_FP32)
     if spec.scale_at == "operands" and a_scale is not None:
-        a = round_values((a * a_scale).reshape(-1), fp32_spec, 0).reshape(a.shape)
+        a = _times_fp32(a, a_scale)
     if spec.scale_at == "operands" and b_scale is not None:
-        b = round_values((b * b_scale).reshape(-1), fp32_spec, 0).reshape(b.shape)
+        b = _times_fp32(b, b_scale)
     return a, b, c, a_scale, b_scale
 
 
