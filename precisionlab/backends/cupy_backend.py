@@ -133,7 +133,9 @@ def covers(spec) -> bool:
 def matmul_values(a, b, c, a_scale, b_scale, spec, seed: int | None):
     """The kernel interface of the NumPy reference (same arguments, same bits): ``a`` (B, M, K),
     ``b`` (B, K, N), ``c`` (B, M, N) float64 (CuPy arrays, or NumPy arrays, copied over and the
-    result back), scales expanded to the operands' shapes or None."""
+    result back), scales expanded to the operands' shapes or None.  A spec the kernels do not
+    cover (``cuda.matmul_unsupported``: composite orders, scale_at='products' / 'output', ...) is a
+    ValueError that names the parameter."""
     n_batch, n_rows, K = a.shape
     n_cols = b.shape[2]
     plcuda.check_matmul(spec, K, name)
