@@ -124,10 +124,18 @@ def _bits64(x):
     return cupy.ascontiguousarray(xd.astype(np.float64, copy=False)).view(np.uint64)
 
 
+def covers(spec) -> bool:
+    """Whether :func:`matmul_values` computes ``spec`` (else it raises the ValueError of
+    ``cuda.check_matmul``, which names the parameter; see ``cuda.matmul_unsupported``)."""
+    return plcuda.matmul_unsupported(spec) is None
+
+
 def matmul_values(a, b, c, a_scale, b_scale, spec, seed: int | None):
     """The kernel interface of the NumPy reference (same arguments, same bits): ``a`` (B, M, K),
     ``b`` (B, K, N), ``c`` (B, M, N) float64 (CuPy arrays, or NumPy arrays, copied over and the
-    result back), scales expanded to the operands' shapes or None."""
+    result back), scales expanded to the operands' shapes or None.  A spec the kernels do not
+    cover (``cuda.matmul_unsupported``: composite orders, scale_at='products' / 'output', ...) is a
+    ValueError that names the parameter."""
     n_batch, n_rows, K = a.shape
     n_cols = b.shape[2]
     plcuda.check_matmul(spec, K, name)

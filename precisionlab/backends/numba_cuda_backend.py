@@ -232,6 +232,12 @@ def _scaled(x_dev, scale, spec_fp32) -> object:
     return out
 
 
+def covers(spec) -> bool:
+    """Whether :func:`matmul_values` computes ``spec`` (else it raises the ValueError of
+    ``cuda.check_matmul``, which names the parameter; see ``cuda.matmul_unsupported``)."""
+    return plcuda.matmul_unsupported(spec) is None
+
+
 def matmul_values(a, b, c, a_scale, b_scale, spec, seed: int | None, blocks: int | None = None,
                   threads: int | None = None):
     """The kernel interface of the NumPy reference (same arguments, same bits): ``a`` (B, M, K),

@@ -131,6 +131,7 @@ class HostKernels:
         a, b, c = (np.ascontiguousarray(x, np.float64) for x in (a, b, c))
         n_batch, M, K = a.shape
         N = b.shape[2]
+        plcuda.check_matmul(spec, K, "cuda_host")
         fp32 = plcuda.matmul_specs(spec, seed)[plcuda.MATMUL_SPECS.index("fp32")]
         dummy = np.zeros(1)
         sa = dummy if a_scale is None else np.ascontiguousarray(a_scale, np.float64)

@@ -10,7 +10,10 @@ kernels, so the front end's rounding of the operands is not part of what is comp
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 from test_matmul import SPECIALS, SPREAD, VALUES, draw_operands, draw_scales, specs
 
@@ -19,12 +22,35 @@ from precisionlab.backends import numpy_backend as ref
 from precisionlab.backends.cuda import matmul_unsupported
 
 __all__ = ["draw_case", "kernel_inputs", "check_kernel", "covered_specs", "fused_specs", "order_specs",
-           "scaled_specs", "wide_cases", "VALUES", "SPREAD", "SPECIALS", "MODES"]
+           "scaled_specs", "wide_cases", "preset_scales", "assert_not_covered", "VALUES", "SPREAD", "SPECIALS",
+           "MODES"]
 
 
 def covered_specs():
     """test_matmul's random specs that the GPU kernels compute (nearly all of them)."""
     return specs().filter(lambda s: matmul_unsupported(s) is None)
+
+
+def scale_grid(shape: tuple[int, ...], block) -> tuple[int, ...]:
+    """The shape of the scales of an operand of ``shape`` (..., rows, cols) with ``block``:
+    ceil(rows / block_rows) x ceil(cols / block_cols), None for the whole dimension."""
+    *batch, rows, cols = shape
+    return (*batch, *(-(-n // (bk or max(n, 1))) for n, bk in zip((rows, cols), block, strict=True)))
+
+
+def preset_scales(rng, spec, a_shape, b_shape):
+    """Random power-of-two scales of the spec's blocks for operands of these shapes (None without)."""
+    return tuple(None if block is None else np.exp2(rng.integers(-3, 3, scale_grid(shape, block))).astype(np.float32)
+                 for shape, block in ((a_shape, spec.a_scale_block), (b_shape, spec.b_scale_block)))
+
+
+def assert_not_covered(call, spec, backend: str) -> None:
+    """A spec the GPU kernels do not cover: ``call()`` raises the ValueError that names the backend
+    and the parameter with its value (matmul_unsupported's reason), never a KeyError or a result."""
+    reason = matmul_unsupported(spec)
+    assert reason is not None and re.match(r"(order|scale_at)=", reason), reason
+    with pytest.raises(ValueError, match=rf"backend={backend!r} cannot compute .*{re.escape(reason)}"):
+        call()
 
 
 def draw_case(data, spec, M, N, K, specials: bool, with_c: bool):

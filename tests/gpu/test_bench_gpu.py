@@ -51,6 +51,9 @@ def test_matmul_dry_run_and_bad_presets():
     assert "cupy.matmul float32" in proc.stdout and "suite round" not in proc.stdout
     proc = _run("--suite", "matmul", "--presets", "h100_fp17")
     assert proc.returncode == 2 and "preset='h100_fp17'" in proc.stderr, proc.stderr
+    proc = _run("--suite", "matmul", "--presets", "torch_cpu_nt")
+    assert proc.returncode == 2 and "--presets torch_cpu_nt" in proc.stderr and "composite order" in proc.stderr, \
+        proc.stderr
 
 
 def _bench_module(monkeypatch):

@@ -147,3 +147,19 @@ def test_matmul_front_end_with_cupy_arrays(cb):
     empty = pl.matmul(fake_cupy.asarray(np.zeros((2, 0), np.float32)), fake_cupy.asarray(np.zeros((0, 3), np.float32)),
                       "h100_fp16")
     assert isinstance(empty, fake_cupy.ndarray) and empty.get().tolist() == [[0.0] * 3] * 2
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in pl.presets.items() if plcuda.matmul_unsupported(s) is not None))
+def test_matmul_presets_not_covered_are_an_error(cb, name):
+    """The CPU frameworks' composite orders and scale_at='products' / 'output' on CuPy operands:
+    the ValueError naming the parameter before any kernel runs, never a KeyError or a result."""
+    spec = pl.get_preset(name)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((3, 40)).astype(np.float32), rng.standard_normal((40, 2)).astype(np.float32)
+    sa, sb = matmul_cases.preset_scales(rng, spec, a.shape, b.shape)
+    kw = {} if sa is None else {"a_scale": fake_cupy.asarray(sa), "b_scale": fake_cupy.asarray(sb)}
+    assert not cb.covers(spec)
+    fake_cupy.RawModule.launches = []
+    matmul_cases.assert_not_covered(lambda: pl.matmul(fake_cupy.asarray(a), fake_cupy.asarray(b), spec, **kw), spec,
+                                    "cupy")
+    assert plcuda.MATMUL_KERNEL not in [launch[0] for launch in fake_cupy.RawModule.launches]

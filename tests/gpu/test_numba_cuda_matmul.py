@@ -110,10 +110,11 @@ def test_every_preset(name):
     a[1, :2] = [0.0, 2.0**-20]
     a = np.clip(a, -spec.a_format.max, spec.a_format.max) if not spec.a_format.has_inf else a
     c = rng.standard_normal((2, 2)).astype(np.float32)
-    kw = {}
-    if spec.a_scale_block is not None:
-        kw = {"a_scale": np.exp2(rng.integers(-3, 3, (2, 3))).astype(np.float32),
-              "b_scale": np.exp2(rng.integers(-3, 3, (3, 1))).astype(np.float32)}
+    sa, sb = mc.preset_scales(rng, spec, a.shape, b.shape)
+    kw = {} if sa is None else {"a_scale": sa, "b_scale": sb}
+    if not nc.covers(spec):
+        mc.assert_not_covered(lambda: pl.matmul(a, b, spec, c=c, backend="numba_cuda", **kw), spec, "numba_cuda")
+        return
     want = pl.matmul(a, b, spec, c=c, backend="numpy", **kw)
     assert_same_bits(pl.matmul(a, b, spec, c=c, backend="numba_cuda", **kw), want, name)
 
@@ -129,7 +130,14 @@ def test_every_preset(name):
     ([1.0, 1.0], [1.0, -1.0], -0.0, 0.0),                # exact cancellation gives +0
 ])
 def test_special_values(name, a, b, c, want):
-    got = pl.matmul(np.array([a]), np.array([b]).T, name, c=np.array([[c]]), backend="numba_cuda")[0, 0]
+    def run(backend):
+        return pl.matmul(np.array([a]), np.array([b]).T, name, c=np.array([[c]]), backend=backend)[0, 0]
+
+    if not nc.covers(pl.get_preset(name)):
+        mc.assert_not_covered(lambda: run("numba_cuda"), pl.get_preset(name), "numba_cuda")
+        got = run("numba")
+    else:
+        got = run("numba_cuda")
     assert (math.isnan(got) and math.isnan(want)) or (got == want and math.copysign(1, got) == math.copysign(1, want))
 
 
@@ -170,8 +178,36 @@ def test_specs_it_cannot_compute_are_an_error(kwargs, words):
     assert pl.matmul(np.ones((1, 2)), np.ones((2, 1)), spec, backend="numpy")[0, 0] == 2.0
 
 
-def test_every_preset_is_covered():
-    assert [n for n, s in pl.presets.items() if matmul_unsupported(s) is not None] == []
+def test_the_presets_not_covered_are_the_cpu_frameworks():
+    """Composite orders and scale_at='products' / 'output' (the CPU frameworks' presets) are not
+    implemented by the GPU kernels: they raise, and no other preset does."""
+    uncovered = {n: matmul_unsupported(s) for n, s in pl.presets.items() if not nc.covers(s)}
+    assert set(uncovered) == {"torch_cpu_nt", "torch_cpu_amx_bf16", "torch_cpu_onednn_fp16", "jax_cpu_dot",
+                              "jax_cpu_bf16_f32", "torch_cpu_scaled_mm"}
+    assert all(uncovered[n].startswith("order=") for n in uncovered if n != "torch_cpu_scaled_mm")
+    assert uncovered["torch_cpu_scaled_mm"].startswith("scale_at='products'")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(order="group(sequential)"), "order='group(sequential)' is a composite order; the GPU kernels run the "
+                                      "orders sequential, interleaved, lanes, pairwise, blocked"),
+    (dict(order="blocked(4,lanes(2))"), "order='blocked(4,lanes(2))' is a composite order"),
+    (dict(order="strided(3)"), "order='strided(3)' is a composite order"),
+    (dict(order="split(2,sequential,pairwise)"), "order='split(2,sequential,pairwise)'"),
+    (dict(a_scale_block=(None, None), b_scale_block=(None, None), scale_at="products"),
+     "scale_at='products'; the GPU kernels scale at 'operands' or 'promotion'"),
+    (dict(a_scale_block=(None, None), b_scale_block=(None, None), scale_at="output"), "scale_at='output'"),
+])
+def test_composite_orders_and_cpu_scaling_are_an_error(kwargs, words):
+    """Never a KeyError or a wrong answer: a ValueError naming the parameter, its value and what
+    the GPU kernels run."""
+    spec = MatmulSpec(a_format="bf16", **kwargs)
+    assert words in matmul_unsupported(spec) and not nc.covers(spec)
+    kw = {"a_scale": np.ones((1, 1)), "b_scale": np.ones((1, 1))} if spec.has_scales else {}
+    with pytest.raises(ValueError, match="backend='numba_cuda' cannot compute") as info:
+        pl.matmul(np.ones((1, 5)), np.ones((5, 1)), spec, backend="numba_cuda", **kw)
+    assert words in str(info.value)
+    assert pl.matmul(np.ones((1, 5)), np.ones((5, 1)), spec, backend="numpy", **kw)[0, 0] == 5.0
 
 
 # ---- the kernels compile for a real GPU -------------------------------------------------------------

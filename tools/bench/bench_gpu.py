@@ -45,7 +45,7 @@ DEFAULT_MODES = ("rne", "rtz", "sr")
 DEFAULT_BACKENDS = ("cupy", "numba_cuda")
 DEFAULT_MATMUL_SIZES = (4096,)
 #: At least one preset per step algorithm: fused (C early, FP8, late_rn, late_rd), ieee, pairwise, exact.
-DEFAULT_PRESETS = ("h100_fp16", "h100_e4m3", "b200_e4m3", "mi300_fp16", "fp32_sequential", "torch_cpu_nt",
+DEFAULT_PRESETS = ("h100_fp16", "h100_e4m3", "b200_e4m3", "mi300_fp16", "fp32_sequential", "torch_cpu_nn",
                    "mi250_fp16", "exact")
 
 
@@ -214,8 +214,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             pl.get_format(f)
         for m in args.modes:
             pl.Rounding.parse(m)
+        from precisionlab.backends.cuda import matmul_unsupported
         for name in args.presets:
-            pl.get_preset(name)
+            reason = matmul_unsupported(pl.get_preset(name))
+            if reason is not None:
+                raise ValueError(f"--presets {name}: the GPU matmul kernels do not run it: {reason}")
     except ValueError as exc:
         p.error(str(exc))
     return args

@@ -25,7 +25,7 @@ __all__ = ["MODE_CODES", "OVERFLOW_CODES", "NAN_KINDS", "FORMAT_ARG_TYPES", "SPE
            "spec_args", "source", "source_dir", "kernel_source", "uses_fast_path", "round_kernel_name",
            "encode_kernel_name", "decode_kernel_name", "kernel_names", "MATMUL_KERNEL", "SCALE_KERNEL",
            "MATMUL_FIELDS", "MATMUL_SPECS", "matmul_unsupported", "matmul_model", "matmul_specs", "matmul_params",
-           "needs_exact_sum", "check_matmul"]
+           "needs_exact_sum", "check_matmul", "GPU_SCALE_AT"]
 
 #: Rounding -> PL_* mode code of round.cuh.
 MODE_CODES = {Rounding.RNE: 0, Rounding.RNA: 1, Rounding.RTZ: 2, Rounding.RUP: 3, Rounding.RDN: 4,
@@ -145,6 +145,9 @@ MATMUL_FIELDS = ("step", "k_fused", "n_frac", "align_floor", "c_mode", "has_ref_
 STEP_CODES = {"ieee": 0, "fused": 1, "pairwise": 2, "exact": 3}
 C_MODE_CODES = {"early": 0, "late_rn": 1, "late_rd": 2}
 ORDER_CODES = {"sequential": 0, "interleaved": 1, "lanes": 2, "pairwise": 3, "blocked": 4}
+#: Where the GPU kernels apply block scales (the other MatmulSpec.scale_at values are the CPU
+#: frameworks' and run on backend='numba' / 'numpy').
+GPU_SCALE_AT = ("operands", "promotion")
 #: The roundings a matmul kernel does, in order: steps (step_rounding), the RNE addition of C
 #: (late_rn), products, fp32 (scaled operands, scales, promotion), output_via, output.
 MATMUL_SPECS = ("accumulator", "accumulator_rne", "product", "fp32", "via", "output")
@@ -183,6 +186,11 @@ def needs_exact_sum(spec) -> bool:
 
 def matmul_unsupported(spec) -> str | None:
     """Why the GPU matmul kernels cannot compute ``spec`` exactly, or None when they can."""
+    if spec.order.composite:
+        return (f"order={str(spec.order)!r} is a composite order; the GPU kernels run the orders "
+                f"{', '.join(ORDER_CODES)} (blocked without a nested order)")
+    if spec.scale_at not in GPU_SCALE_AT:
+        return f"scale_at={spec.scale_at!r}; the GPU kernels scale at {' or '.join(map(repr, GPU_SCALE_AT))}"
     a, b = _operand_formats(spec)
     for arg, fmt in (("a", a), ("b", b)):
         if fmt.mantissa_bits > 23:
