@@ -437,16 +437,16 @@ def pack_a(a, perm, MR, out):
     n_mp = (M + MR - 1) // MR
     for t in prange(nb * n_mp):
         bi = t // n_mp
-        i = t % n_mp
+        m0 = (t % n_mp) * MR
+        rows = min(MR, M - m0)
         base = t * K * MR
-        for r in range(MR):
-            m = i * MR + r
-            if m < M:
-                for kk in range(K):
-                    out[base + kk * MR + r] = a[bi, m, perm[kk]]
-            else:
-                for kk in range(K):
-                    out[base + kk * MR + r] = 0.0
+        for kk in range(K):
+            src = perm[kk]
+            o = base + kk * MR
+            for r in range(rows):
+                out[o + r] = a[bi, m0 + r, src]
+            for r in range(rows, MR):
+                out[o + r] = 0.0
 
 
 @njit(parallel=True, cache=True)

@@ -1268,7 +1268,8 @@ def _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
         a = round_values((a.astype(np.float64) * a_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(a.shape)
     if spec.scale_at == "operands" and b_scale is not None:
         b = round_values((b.astype(np.float64) * b_scale).reshape(-1), RoundSpec(_FP32), 0).reshape(b.shape)
-    a, b, c = (np.ascontiguousarray(x) for x in (a, b, c))
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    c = np.broadcast_to(c, c.shape)                 # read-only, any strides: one compiled signature per layout
     out = _gemm.gemm(kind, a, b, c, spec.order.kind, spec.order.width or 1, constants, _threads_for)
     return _round_output(out, spec, seed)
 
