@@ -10,9 +10,10 @@ innermost, and every element steps through the same k in the reference's order. 
   ``product_format=fp32`` a float32 multiply then a float32 add (two roundings; the IR has no
   fast-math flags, so LLVM never contracts them).  Kinds ``fma32`` and ``mul_add32``.
 * a narrower IEEE-like accumulator F (fp16, bf16, ...) with RNE: the step is computed in float64,
-  ``s = RN53(acc + a·b)`` (the product is exact), then ``s`` is rounded to F in the bit domain.  That
-  double rounding equals the single rounding of the exact sum when no midpoint of F can lie between
-  the exact sum and ``s`` (see :func:`double_rounding_is_safe`); otherwise (bf16: a tiny accumulator
+  ``s = RN53(acc + a·b)`` (the product is exact), then ``s`` is rounded to F by one more float64
+  addition and subtraction (see :func:`_round_f64`).  That double rounding equals the single rounding
+  of the exact sum when no midpoint of F can lie between the exact sum and ``s`` (see
+  :func:`double_rounding_is_safe`); otherwise (bf16: a tiny accumulator
   under a product that is itself an F midpoint) the float64 sum is first rounded to odd (TwoSum and a
   sticky last bit; Boldo & Melquiond, IEEE TC 2008), which is exact for F of at most 51 fraction bits.
   Kinds ``rne64`` and ``rne64_odd``.
