@@ -604,7 +604,7 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
     br = to_input(bp, spec.effective_b_format, "b", spec.input_rounding, spec.input_overflow)
     out_shape = batch + (M, N)
     if c is None:
-        cr = np.zeros(out_shape, np.float32)           # C = +0
+        cr = np.zeros((), np.float32)                    # C = +0 (broadcast below: no memory)
         if device:
             cr = _float_array(cr, "c", device)
     else:
@@ -617,7 +617,11 @@ def matmul(a: Any, b: Any, spec: MatmulSpec | str, c: Any = None, a_scale: Any =
             raise ValueError(f"c has shape {cp.shape}; it must broadcast to the output shape {out_shape}")
         # rounding is elementwise: round C at its own shape (a bias row: N values), then broadcast
         cr = to_input(ascontiguous(cp), spec.effective_c_format, "c", Rounding.RNE, Overflow.DEFAULT)
-    a3, b3, c3 = (_batched(ar, batch + (M, K)), _batched(br, batch + (K, N)), _batched(cr, out_shape))
+    a3, b3 = _batched(ar, batch + (M, K)), _batched(br, batch + (K, N))
+    if device:
+        c3 = _batched(cr, out_shape)
+    else:
+        c3 = np.broadcast_to(cr, out_shape).reshape((math.prod(batch), M, N))    # read-only; a view where it can be
     sa = _expand_scale(a_scale, spec.a_scale_block, M, K, batch, "a_scale", "a_scale_block", device)
     sb = _expand_scale(b_scale, spec.b_scale_block, K, N, batch, "b_scale", "b_scale_block", device)
 

@@ -10,9 +10,10 @@ innermost, and every element steps through the same k in the reference's order. 
   ``product_format=fp32`` a float32 multiply then a float32 add (two roundings; the IR has no
   fast-math flags, so LLVM never contracts them).  Kinds ``fma32`` and ``mul_add32``.
 * a narrower IEEE-like accumulator F (fp16, bf16, ...) with RNE: the step is computed in float64,
-  ``s = RN53(acc + a·b)`` (the product is exact), then ``s`` is rounded to F in the bit domain.  That
-  double rounding equals the single rounding of the exact sum when no midpoint of F can lie between
-  the exact sum and ``s`` (see :func:`double_rounding_is_safe`); otherwise (bf16: a tiny accumulator
+  ``s = RN53(acc + a·b)`` (the product is exact), then ``s`` is rounded to F by one more float64
+  addition and subtraction (see :func:`_round_f64`).  That double rounding equals the single rounding
+  of the exact sum when no midpoint of F can lie between the exact sum and ``s`` (see
+  :func:`double_rounding_is_safe`); otherwise (bf16: a tiny accumulator
   under a product that is itself an F midpoint) the float64 sum is first rounded to odd (TwoSum and a
   sticky last bit; Boldo & Melquiond, IEEE TC 2008), which is exact for F of at most 51 fraction bits.
   Kinds ``rne64`` and ``rne64_odd``.
@@ -31,6 +32,7 @@ explicit vectors and phi nodes do both.
 from __future__ import annotations
 
 import functools
+import threading
 
 import llvmlite.binding as llvm_binding
 import numba
@@ -437,16 +439,16 @@ def pack_a(a, perm, MR, out):
     n_mp = (M + MR - 1) // MR
     for t in prange(nb * n_mp):
         bi = t // n_mp
-        i = t % n_mp
+        m0 = (t % n_mp) * MR
+        rows = min(MR, M - m0)
         base = t * K * MR
-        for r in range(MR):
-            m = i * MR + r
-            if m < M:
-                for kk in range(K):
-                    out[base + kk * MR + r] = a[bi, m, perm[kk]]
-            else:
-                for kk in range(K):
-                    out[base + kk * MR + r] = 0.0
+        for kk in range(K):
+            src = perm[kk]
+            o = base + kk * MR
+            for r in range(rows):
+                out[o + r] = a[bi, m0 + r, src]
+            for r in range(rows, MR):
+                out[o + r] = 0.0
 
 
 @njit(parallel=True, cache=True)
@@ -469,6 +471,21 @@ def pack_b(b, perm, NR, out):
                 out[o + cc] = 0.0
 
 
+_scratch = threading.local()
+
+
+def _panels(which: int, size: int, dtype) -> np.ndarray:
+    """A packing buffer of ``size`` elements, kept per thread and reused while big enough (fresh pages cost a
+    fault each on first touch: about 0.1 ms per MB here); buffers over 64 MiB are not kept."""
+    key = (which, np.dtype(dtype).char)
+    buf = getattr(_scratch, "buffers", {}).get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), dtype)
+        if buf.nbytes <= 64 << 20:
+            _scratch.__dict__.setdefault("buffers", {})[key] = buf
+    return buf[:size]
+
+
 def gemm(kind: str, a: np.ndarray, b: np.ndarray, c: np.ndarray, order: str, width: int, rc: np.ndarray,
          threads_for) -> np.ndarray:
     """``C + A·B`` (a (nb, M, K), b (nb, K, N), c (nb, M, N)) with ``kind`` steps in ``order`` of ``width``;
@@ -479,8 +496,8 @@ def gemm(kind: str, a: np.ndarray, b: np.ndarray, c: np.ndarray, order: str, wid
     N = b.shape[2]
     dtype = np.float64 if kind.startswith("rne64") else np.float32
     perm = lane_permutation(K, order, width)
-    ap = np.empty(nb * -(-M // MR) * K * MR, dtype)
-    bp = np.empty(nb * -(-N // NR) * K * NR, dtype)
+    ap = _panels(0, nb * -(-M // MR) * K * MR, dtype)
+    bp = _panels(1, nb * -(-N // NR) * K * NR, dtype)
     out = np.empty((nb, M, N), np.float32)
     with threads_for(ap.size):
         pack_a(a, perm, MR, ap)

@@ -44,52 +44,6 @@ def _bits_f64(typingctx, u):
     return sig, codegen
 
 
-#: Work estimated below this many nanoseconds on one thread runs on the calling thread alone: waking
-#: the other threads costs tens of microseconds on an idle machine, and a scheduler time slice
-#: (4-20 ms, measured on the shared 2-core machine) when another process holds a core.
-SERIAL_BELOW_NS = 500_000
-
-
-def _thread_count_functions():
-    """(get, set) of Numba's thread mask for the calling thread.  Once the pool is up, Numba's own ctypes
-    getters are called directly: the public get/set take a multiprocessing lock on every call (about
-    1-2 us each, paid several times per small pl.matmul)."""
-    from numba.np.ufunc import parallel
-
-    def get() -> int:
-        if getattr(parallel, "_is_initialized", False) and callable(getattr(parallel, "_get_num_threads", None)):
-            return int(parallel._get_num_threads())
-        return numba.get_num_threads()
-
-    def put(n: int) -> None:
-        if getattr(parallel, "_is_initialized", False) and callable(getattr(parallel, "_set_num_threads", None)):
-            parallel._set_num_threads(n)
-        else:
-            numba.set_num_threads(n)
-    return get, put
-
-
-_get_threads, _set_threads = _thread_count_functions()
-
-
-class _threads_for:
-    """``with _threads_for(ns):`` runs the kernels inside on one thread when the work (estimated ns on one
-    thread) is below SERIAL_BELOW_NS."""
-
-    __slots__ = ("threads",)
-
-    def __init__(self, ns: float) -> None:
-        self.threads = 1 if ns >= SERIAL_BELOW_NS else _get_threads()
-
-    def __enter__(self) -> None:
-        if self.threads > 1:
-            _set_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.threads > 1:
-            _set_threads(self.threads)
-
-
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -527,35 +481,31 @@ def _code_params_f32(fmt: Format):
 
 def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int, out: np.ndarray | None = None) -> np.ndarray:
     out = np.empty_like(x) if out is None else out
-    fast = _fast_path(x, spec)
-    with _threads_for(x.size * (1.0 if fast else 4.0)):
-        if fast:
-            kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
-            if spec.rounding.stochastic:
-                kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed),
-                       spec.sr_bits)
-            else:
-                kernel(x.view(np.uint32), out.view(np.uint32), _params_f32_bits(spec))
-            return out
-        _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
+    if _fast_path(x, spec):
+        kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
+        if spec.rounding.stochastic:
+            kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed),
+                   spec.sr_bits)
+        else:
+            kernel(x.view(np.uint32), out.view(np.uint32), _params_f32_bits(spec))
+        return out
+    _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
     return out
 
 
 def encode_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndarray:
     fmt = spec.format
-    fast = _fast_path(x, spec)
-    with _threads_for(x.size * (1.0 if fast else 4.0)):
-        if fast:
-            out = np.empty(x.shape, dtype=fmt.code_dtype)
-            kernel = _F32_KERNELS[_MODES[spec.rounding]][1]
-            kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), _code_params_f32(fmt),
-                   np.uint64(spec.seed or 0), spec.sr_bits)
-            return out
-        out = np.empty(x.shape, dtype=np.uint64)
-        _F64_KERNELS[_MODES[spec.rounding]][1](
-            x, out, np.uint64(counter_start), _params(spec),
-            (np.uint64(fmt.sign_mask), np.uint64(fmt._max_magnitude_code), np.uint64(fmt.inf_code or 0),
-             np.uint64(fmt.nan_code or 0), fmt.nan in ("ieee", "fn")))
+    if _fast_path(x, spec):
+        out = np.empty(x.shape, dtype=fmt.code_dtype)
+        kernel = _F32_KERNELS[_MODES[spec.rounding]][1]
+        kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), _code_params_f32(fmt),
+               np.uint64(spec.seed or 0), spec.sr_bits)
+        return out
+    out = np.empty(x.shape, dtype=np.uint64)
+    _F64_KERNELS[_MODES[spec.rounding]][1](
+        x, out, np.uint64(counter_start), _params(spec),
+        (np.uint64(fmt.sign_mask), np.uint64(fmt._max_magnitude_code), np.uint64(fmt.inf_code or 0),
+         np.uint64(fmt.nan_code or 0), fmt.nan in ("ieee", "fn")))
     return out.astype(fmt.code_dtype)
 
 
@@ -595,10 +545,9 @@ def _decode_kernel(codes, out, m, bias, emin, has_sub, has_zero, sign_mask, inf_
 def decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     out = np.empty(codes.shape, dtype=decode_dtype(fmt))
     nan_kind = {"ieee": 0, "fn": 1, "fnuz": 2, "none": 3}[fmt.nan]
-    with _threads_for(codes.size * 2.0):
-        _decode_kernel(codes, out, fmt.mantissa_bits, fmt.bias, fmt.emin, fmt.has_subnormals, fmt.has_zero,
-                       np.uint64(fmt.sign_mask), np.uint64(fmt.inf_code or 0), fmt.has_inf, nan_kind,
-                       (1 << fmt.exponent_bits) - 1)
+    _decode_kernel(codes, out, fmt.mantissa_bits, fmt.bias, fmt.emin, fmt.has_subnormals, fmt.has_zero,
+                   np.uint64(fmt.sign_mask), np.uint64(fmt.inf_code or 0), fmt.has_inf, nan_kind,
+                   (1 << fmt.exponent_bits) - 1)
     return out
 
 
@@ -629,6 +578,52 @@ from . import _gemm  # noqa: E402
 from . import numpy_backend as _reference  # noqa: E402
 
 _FP32 = get_format("fp32")
+
+
+#: Work estimated below this many nanoseconds on one thread runs on the calling thread alone: waking
+#: the other threads costs tens of microseconds on an idle machine, and a scheduler time slice
+#: (4-20 ms, measured on the shared 2-core machine) when another process holds a core.
+SERIAL_BELOW_NS = 500_000
+
+
+def _thread_count_functions():
+    """(get, set) of Numba's thread mask for the calling thread.  Once the pool is up, Numba's own ctypes
+    getters are called directly: the public get/set take a multiprocessing lock on every call (about
+    1-2 us each, paid several times per small pl.matmul)."""
+    from numba.np.ufunc import parallel
+
+    def get() -> int:
+        if getattr(parallel, "_is_initialized", False) and callable(getattr(parallel, "_get_num_threads", None)):
+            return int(parallel._get_num_threads())
+        return numba.get_num_threads()
+
+    def put(n: int) -> None:
+        if getattr(parallel, "_is_initialized", False) and callable(getattr(parallel, "_set_num_threads", None)):
+            parallel._set_num_threads(n)
+        else:
+            numba.set_num_threads(n)
+    return get, put
+
+
+_get_threads, _set_threads = _thread_count_functions()
+
+
+class _threads_for:
+    """``with _threads_for(ns):`` runs the kernels inside on one thread when the work (estimated ns on one
+    thread) is below SERIAL_BELOW_NS."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, ns: float) -> None:
+        self.threads = 1 if ns >= SERIAL_BELOW_NS else _get_threads()
+
+    def __enter__(self) -> None:
+        if self.threads > 1:
+            _set_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.threads > 1:
+            _set_threads(self.threads)
 
 
 @intrinsic
@@ -1279,7 +1274,8 @@ def _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
         a = _times_fp32(a, a_scale)
     if spec.scale_at == "operands" and b_scale is not None:
         b = _times_fp32(b, b_scale)
-    a, b, c = (np.ascontiguousarray(x) for x in (a, b, c))
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    c = np.broadcast_to(c, c.shape)                 # read-only, any strides: one compiled signature per layout
     out = _gemm.gemm(kind, a, b, c, spec.order.kind, spec.order.width or 1, constants, _threads_for)
     return _round_output(out, spec, seed)
 
@@ -1386,3 +1382,17 @@ def compiles(spec) -> bool:
     from . import numba_program
 
     return _compiled(spec) or numba_program.covers(spec)
+
+
+def _serial_when_small(kernel, ns_per_element: float):
+    """``kernel(x, ...)`` on the calling thread alone when ``x`` is small (see SERIAL_BELOW_NS)."""
+    @functools.wraps(kernel)
+    def run(x, *args, **kwargs):
+        with _threads_for(x.size * ns_per_element):
+            return kernel(x, *args, **kwargs)
+    return run
+
+
+round_values = _serial_when_small(round_values, 1.0)
+encode_values = _serial_when_small(encode_values, 1.0)
+decode_codes = _serial_when_small(decode_codes, 2.0)
