@@ -227,3 +227,30 @@ def test_numba_float32_kernels_at_their_edges(fmt):
             ctx = f"{fmt.name} {kw}"
             assert_same_bits(pl.round(x, fmt, backend="numba", **kw), want, "parallel " + ctx)
             assert_same_bits(pl.round(x[:4000], fmt, backend="numba", **kw), want[:4000], "serial " + ctx)
+
+
+def test_numba_recycles_an_output_only_once_nothing_holds_it():
+    """Large outputs come from recycled buffers: never one that any array, view or memoryview
+    still uses, and the values are those of a fresh computation."""
+    from precisionlab.backends import numba_backend as nb
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(nb._RECYCLE_MIN // 4 + 3).astype(np.float32)
+    want = {f: pl.round(x, f, backend="numpy") for f in ("bf16", "e4m3", "fp16")}
+    a = pl.round(x, "bf16", backend="numba")
+    b = pl.round(x, "e4m3", backend="numba")
+    assert not np.shares_memory(a, b)
+    held = a[5:].reshape(-1, 1)
+    view = memoryview(b)
+    a_addr, b_addr = a.ctypes.data, b.ctypes.data
+    del a, b
+    c = pl.round(x, "fp16", backend="numba")
+    assert not np.shares_memory(c, held) and c.ctypes.data not in (a_addr, b_addr)
+    assert_same_bits(c, want["fp16"], "fresh")
+    assert_same_bits(held.reshape(-1), want["bf16"][5:], "a view of the first result, untouched")
+    assert_same_bits(np.asarray(view), want["e4m3"], "the memoryview, untouched")
+    del held
+    d = pl.round(x, "e4m3", backend="numba")
+    assert d.ctypes.data == a_addr                # the first buffer is free again
+    assert_same_bits(d, want["e4m3"], "recycled")
+    assert_same_bits(np.asarray(view), want["e4m3"], "the memoryview, still untouched")

@@ -12,6 +12,8 @@ kernel, so their cost is paid only where they are used.
 from __future__ import annotations
 
 import functools
+import sys
+import threading
 
 import numpy as np
 from numba import njit, prange, types
@@ -51,11 +53,16 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 @njit(inline="always")
-def _splitmix64(seed, counter):
-    z = seed + (counter + np.uint64(1)) * _GAMMA
+def _mix64(z):
+    """SplitMix64's finaliser."""
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always")
+def _splitmix64(seed, counter):
+    return _mix64(seed + (counter + np.uint64(1)) * _GAMMA)
 
 
 @njit(inline="always")
@@ -417,14 +424,14 @@ def _f32_position(a, kind, c):
 
 
 @njit(inline="always")
-def _f32_round_one(u, counter, c, seed, key):
+def _f32_round_one(u, w, c, key):
     """Round one float32 (bits ``u``) to the bits of the float32 result.
 
     ``key`` = (mode, kind, general, short), compile-time constants (see _f32_round_plan); ``c``
-    holds the per-call constants.  Stochastic rounding adds the top s bits of the element's
-    SplitMix64 word below bit s: the carry out is P3109 StochasticA's ``floor(δ·2^N) + R >= 2^N``
-    (the low bits of R cannot carry when N >= s; for N < s, ``short``, the bits below s - N of
-    both are cleared first)."""
+    holds the per-call constants; ``w`` is the element's SplitMix64 state, seed + (i + 1)·γ.
+    Stochastic rounding adds the top s bits of the element's word below bit s: the carry out is
+    P3109 StochasticA's ``floor(δ·2^N) + R >= 2^N`` (the low bits of R cannot carry when N >= s;
+    for N < s, ``short``, the bits below s - N of both are cleared first)."""
     mode, kind, general, short = key
     (sh, emin_field, lead_min, lead_base, qbits, th_pos, th_neg, flush_bits, keep_min, floor_bits, max_bits,
      over_pos, over_neg, inf_bits, zero_bits, sr_bits, neg_nan_from, sign_mask, sign_lo, sign_span, f_mask,
@@ -438,9 +445,9 @@ def _f32_round_one(u, counter, c, seed, key):
     keep = U.sub(0xFFFFFFFF, mask)
     z = np.uint64(0)
     if mode == 6 or mode == 7:
-        z = _splitmix64(seed, counter)
+        z = _mix64(w)
     if mode == 6:
-        rnd = np.uint32((z >> np.uint64(32)) >> np.uint64(U.sub(32, s)))
+        rnd = U.shr(U.shr(np.uint32(z >> np.uint64(32)), U.sub(31, s)), 1)      # the top s bits, s <= 23
         if short:
             low = U.sub(0xFFFFFFFF, U.sub(U.shl(1, U.sel(U.ult(sr_bits, s), U.sub(s, sr_bits), 0)), 1))
             r = U.and_(U.add(U.and_(a, low), U.and_(rnd, low)), keep)
@@ -492,21 +499,35 @@ def _f32_round_one(u, counter, c, seed, key):
     return U.or_(r, U.sel(signed, U.and_(u, sign_mask), 0))
 
 
+@njit(inline="always")
+def _f32_round_range(xb, ob, lo, hi, start, c, seed, key):
+    """Elements lo..hi-1; the SplitMix64 state steps by γ per element (an induction variable, so no
+    multiply for it in the loop)."""
+    w = seed + (start + np.uint64(lo + 1)) * _GAMMA
+    for i in range(lo, hi):
+        ob[i] = _f32_round_one(xb[i], w, c, key)
+        w += _GAMMA
+
+
+#: Elements per parallel task of the float32 round kernels.
+_CHUNK = 1 << 14
+
+
 @functools.cache
 def _f32_round_kernels(key: tuple):
     """The parallel and the serial round kernel of one key (compiled on first use, cached on disk)."""
 
     @njit(parallel=True, cache=True)
     def parallel_kernel(xb, ob, start, c, seed):
-        for i in prange(xb.size):
+        n = xb.size
+        for k in prange((n + _CHUNK - 1) // _CHUNK):
             U.prefer_wide_vectors()
-            ob[i] = _f32_round_one(xb[i], np.uint64(start + i), c, seed, key)
+            _f32_round_range(xb, ob, k * _CHUNK, min(k * _CHUNK + _CHUNK, n), start, c, seed, key)
 
     @njit(cache=True)
     def serial_kernel(xb, ob, start, c, seed):
         U.prefer_wide_vectors()
-        for i in range(xb.size):
-            ob[i] = _f32_round_one(xb[i], np.uint64(start + i), c, seed, key)
+        _f32_round_range(xb, ob, 0, xb.size, start, c, seed, key)
 
     return parallel_kernel, serial_kernel
 
@@ -551,6 +572,51 @@ def _f32_round_plan(fmt: Format, rounding: Rounding, overflow: Overflow, subnorm
     return _f32_round_kernels(key), c
 
 
+# ---- output buffers ------------------------------------------------------------------
+# A fresh array of tens of MB costs the first write to each page a page fault, and the kernel
+# zeroes every page: for float32 rounding that is as much time again as the rounding itself.
+# (malloc recycles smaller blocks, such as the 2-byte codes of ``astype``, without that cost.)
+# So large outputs come from buffers kept here and handed out again once nobody holds them:
+# every array or memoryview that shares a buffer's memory keeps the buffer alive (NumPy views
+# point to it as their base), so a buffer whose only reference is this list is free.
+
+#: Outputs from this size up are recycled ...
+_RECYCLE_MIN = 1 << 22
+#: ... up to this size, keeping at most this many buffers and this many bytes in all.
+_RECYCLE_MAX = 1 << 28
+_RECYCLE_COUNT = 4
+_RECYCLE_BYTES = 1 << 29
+
+_buffers: list[np.ndarray] = []          # uint8 buffers, least recently used first
+_buffers_lock = threading.Lock()
+
+
+def _refs(buffers: list, i: int) -> int:
+    return sys.getrefcount(buffers[i])
+
+
+_FREE_REFS = _refs([np.empty(0, np.uint8)], 0)     # the count of a buffer only a list holds
+
+
+def _empty_like(x: np.ndarray) -> np.ndarray:
+    """``np.empty_like(x)`` (flat, C order), from a recycled buffer when x is large."""
+    n = x.nbytes
+    if not _RECYCLE_MIN <= n <= _RECYCLE_MAX:
+        return np.empty_like(x)
+    with _buffers_lock:
+        for i in range(len(_buffers)):
+            if _buffers[i].nbytes == n and _refs(_buffers, i) == _FREE_REFS:
+                buf = _buffers.pop(i)
+                break
+        else:
+            buf = np.empty(n, np.uint8)
+        _buffers.append(buf)
+        # forget the least recently used beyond the limits (one still in use stays with its holders)
+        while len(_buffers) > _RECYCLE_COUNT or sum(b.nbytes for b in _buffers) > _RECYCLE_BYTES:
+            del _buffers[0]
+    return buf.view(x.dtype)
+
+
 def _fast_path(x: np.ndarray, spec: RoundSpec) -> bool:
     return x.dtype == np.float32 and fits_float32(spec.format)
 
@@ -587,7 +653,7 @@ def _code_params_f32(fmt: Format):
 
 
 def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int, out: np.ndarray | None = None) -> np.ndarray:
-    out = np.empty_like(x) if out is None else out
+    out = _empty_like(x) if out is None else out
     if _fast_path(x, spec):
         kernels, c = _f32_round_plan(spec.format, spec.rounding, spec.overflow, spec.subnormals, spec.flush_inputs,
                                      spec.sr_bits)
