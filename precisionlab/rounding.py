@@ -197,11 +197,14 @@ def _prepare(x: Any, spec: RoundSpec) -> np.ndarray:
     if spec.via == "fp32" and xp.dtype == np.float64:
         xp = xp.astype(np.float32).astype(np.float64)
     check_input_dtype(spec.format, xp.dtype)
-    if spec.format.nan == "none":
-        _reject(np.isnan(xp), "NaN", spec.format, "replace NaNs before rounding")
-        if not spec.format.signed:
-            _reject(np.signbit(xp) & (np.abs(xp) >= (spec.format.smallest_normal if spec.flush_inputs else 0))
-                    & (xp != 0), "a negative value", spec.format, "it is unsigned")
+    if spec.format.nan == "none" and xp.size:
+        # one reduction each (max and min propagate NaN); the element-wise search only to name the first
+        if np.isnan(xp.max()):
+            _reject(np.isnan(xp), "NaN", spec.format, "replace NaNs before rounding")
+        least = spec.format.smallest_normal if spec.flush_inputs else 0     # negatives of smaller size are 0
+        if not spec.format.signed and (xp.min() <= -least if least else xp.min() < 0):
+            _reject(np.signbit(xp) & (np.abs(xp) >= least) & (xp != 0), "a negative value", spec.format,
+                    "it is unsigned")
     return ascontiguous(xp).reshape(xp.shape)    # ascontiguousarray makes 0-d arrays 1-d
 
 

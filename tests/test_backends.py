@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numba
@@ -144,3 +145,85 @@ def test_unknown_backend(bad):
 
 def test_registry_lists_design_backends():
     assert {"numpy", "numba"} <= set(BACKENDS)
+
+
+# ---- the numba float32 kernels at the edges of their bit-domain rounding ----------------------
+# The kernels round the float32 bit pattern at a cut position s and decide results below the
+# format's smallest quantum 2^q against thresholds; these inputs sit on and next to every cut
+# and every threshold.  Formats: the catalogue's float32 ones plus custom ones for the cases the
+# catalogue lacks (normal range starting below float32's with m > 0; a smallest quantum below
+# 2^-126 with emin above it; m = 0 and m = 22 at float32's exponent range; unsigned with zero;
+# no subnormals).
+
+EDGE_FORMATS = [f for f in pl.formats.values() if fits_float32(f)] + [
+    pl.Format(exponent_bits=8, mantissa_bits=2, bias=128),
+    pl.Format(exponent_bits=7, mantissa_bits=4, bias=126),
+    pl.Format(exponent_bits=7, mantissa_bits=3, bias=124),
+    pl.Format(exponent_bits=8, mantissa_bits=0, nan="fn", has_inf=False),
+    pl.Format(exponent_bits=8, mantissa_bits=22),
+    pl.Format(exponent_bits=5, mantissa_bits=2, signed=False),
+    pl.Format(exponent_bits=5, mantissa_bits=2, has_subnormals=False),
+]
+
+
+def cut_patterns(rng: np.random.Generator) -> np.ndarray:
+    """Float32 bit patterns around every rounding cut: for every exponent field and cut position
+    s = 0..23, the bits below the cut 0, 1, half - 1, half, half + 1 and all ones, with the last
+    kept bit even and odd (random bits above it, random sign)."""
+    e = np.arange(256, dtype=np.uint32)
+    parts = []
+    for s in range(24):
+        half = (1 << s) >> 1
+        for low in sorted({0, 1, max(half - 1, 0), half, half + 1, (1 << s) - 1}):
+            for kept in (0, 1):
+                above = rng.integers(0, 1 << 23, e.size, dtype=np.uint32) & np.uint32(~((2 << s) - 1) & 0x7FFFFF)
+                mant = (above | np.uint32((kept << s) & 0x7FFFFF) | np.uint32(low)) & np.uint32(0x7FFFFF)
+                parts.append((e << np.uint32(23)) | mant)
+    bits = np.concatenate(parts)
+    return bits | (rng.integers(0, 2, bits.size, dtype=np.uint32) << np.uint32(31))
+
+
+def format_edges(fmt: pl.Format) -> np.ndarray:
+    """The format's thresholds as float32 bit patterns, each with its two neighbours, both signs:
+    2^q and 2^(q-1) (q the smallest quantum), min normal, max, max + half an ulp (the overflow
+    tie), 2 max (at most float32's max), float32's extremes and the specials (NaNs with payloads)."""
+    q = fmt.emin - fmt.mantissa_bits
+    ulp_max = 2.0 ** (math.floor(math.log2(fmt.max)) - fmt.mantissa_bits)
+    points = np.array([2.0 ** q, 2.0 ** max(q - 1, -149), 1.5 * 2.0 ** q, fmt.smallest_normal, fmt.max,
+                       fmt.max + ulp_max / 2, 2 * fmt.max, 2.0 ** -149, 2.0 ** -126, np.inf])
+    points = np.minimum(points, float(np.finfo(np.float32).max))
+    centre = points.astype(np.float32).view(np.uint32).astype(np.int64)
+    near = (centre[:, None] + np.arange(-1, 2)).reshape(-1).astype(np.uint32)
+    special = np.array([0, 0x7F800000, 0x7F7FFFFF, 0x7FC00000, 0x7F800001, 0x7FFFFFFF, 0x00000001, 0x007FFFFF],
+                       np.uint32)
+    bits = np.concatenate([near, special])
+    return np.concatenate([bits, bits | np.uint32(0x80000000)])
+
+
+#: (overflow, subnormals, flush_inputs, sr_bits) combinations cycled over the modes
+EDGE_POLICIES = [("default", True, False, None), ("saturate", False, False, 20), ("saturate_finite", True, True, 7),
+                 ("default", False, True, 1), ("saturate", True, False, 23)]
+
+
+@pytest.mark.parametrize("fmt", EDGE_FORMATS, ids=lambda f: f.name)
+def test_numba_float32_kernels_at_their_edges(fmt):
+    rng = np.random.default_rng(zlib.crc32(fmt.name.encode()))
+    bits = np.concatenate([cut_patterns(rng), format_edges(fmt)])
+    x = bits.view(np.float32)
+    if fmt.nan == "none":
+        x = np.where(np.isnan(x), np.float32(0.5), x)
+    if not fmt.signed and fmt.nan == "none":
+        x = np.abs(x)
+    assert x.size > 2**15                    # the parallel kernel; the slice below runs the serial one
+    for k, mode in enumerate(MODES):
+        for j in range(2):
+            overflow, subnormals, flush, sr_bits = EDGE_POLICIES[(k + j) % len(EDGE_POLICIES)]
+            kw = dict(rounding=mode, overflow=overflow, subnormals=subnormals, flush_inputs=flush)
+            if mode in ("sr", "sr_equal"):
+                kw["seed"] = 2**64 - 1 - k
+                if mode == "sr":
+                    kw["sr_bits"] = sr_bits
+            want = pl.round(x, fmt, backend="numpy", **kw)
+            ctx = f"{fmt.name} {kw}"
+            assert_same_bits(pl.round(x, fmt, backend="numba", **kw), want, "parallel " + ctx)
+            assert_same_bits(pl.round(x[:4000], fmt, backend="numba", **kw), want[:4000], "serial " + ctx)

@@ -699,8 +699,14 @@ def test_unsigned_without_nan_rejects_negatives(backend):
         with pytest.raises(ValueError, match="negative") as info:
             fn(np.array([1.0, -1e-30], np.float32), fmt, backend=backend)
         assert "(1,)" in str(info.value) and fmt.name in str(info.value)
-    # DAZ makes a tiny negative input -0, which is +0 here
+    # DAZ makes a tiny negative input -0, which is +0 here; from -smallest_normal down it is an error again
     assert pl.round(np.array([-1e-30], np.float32), fmt, flush_inputs=True, backend=backend).tolist() == [0.0]
+    edge = np.float32(fmt.smallest_normal)
+    below = np.nextafter(edge, np.float32(0))
+    assert pl.round(np.array([2.0, -below, 0.0], np.float32), fmt, flush_inputs=True, backend=backend).tolist() == \
+        [2.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="negative"):
+        pl.round(np.array([2.0, -edge], np.float32), fmt, flush_inputs=True, backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["add", "sub", "and_", "or_", "shl", "shr", "ult", "ueq", "sel", "b2u", "u2f", "as_f32", "as_u32"]
+__all__ = ["add", "sub", "and_", "or_", "shl", "shr", "ult", "ueq", "sel", "b2u", "u2f", "as_f32", "as_u32",
+           "prefer_wide_vectors"]
 
 _U = types.uint32
 
@@ -79,3 +80,21 @@ def as_u32(typingctx, a):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], context.get_value_type(_U))
     return _U(types.float32), codegen
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """Ask LLVM for the widest vectors the CPU has in the function that calls this.
+
+    LLVM's tuning for many AVX-512 CPUs prefers 256-bit vectors ("prefer-256-bit"); the function
+    attribute ``"prefer-vector-width"="512"`` lifts that for one function (the parallel loop body
+    when called inside a prange), so the rounding loops run 16 float32 lanes wide.  The attribute is
+    a hint, harmless on CPUs without AVX-512.  llvmlite only lets known attribute names through
+    ``add``; where its attribute set changes shape the hint is dropped and the code stays correct."""
+    def codegen(context, builder, signature, args):
+        try:
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except TypeError:
+            pass
+        return context.get_dummy_value()
+    return types.none(), codegen

@@ -1,10 +1,12 @@
 """Numba CPU backend: parallel kernels bit-identical to the NumPy reference.
 
-The arithmetic is the reference's (integer significand, quantum exponent, one
-decision per mode), written as a branch-free scalar body so LLVM vectorises the
-loop.  Mode, overflow policy and format facts are runtime arguments (one compiled
-kernel per dtype, cached on disk); stochastic modes have their own kernel so the
-SplitMix64 cost is paid only where it is used.
+Every kernel is a branch-free scalar body so LLVM vectorises the loop.  ``round`` of
+float32 to a format inside float32 works on the bit pattern (integer add and mask,
+see the float32 round kernels below), with one kernel per mode and per shape of the
+policy, compiled on first use and cached on disk; ``encode`` and float64 inputs use
+the reference's arithmetic (integer significand, quantum exponent, one decision per
+mode) with one kernel per mode.  Stochastic modes generate SplitMix64 bits in the
+kernel, so their cost is paid only where they are used.
 """
 
 from __future__ import annotations
@@ -50,11 +52,16 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 @njit(inline="always")
-def _splitmix64(seed, counter):
-    z = seed + (counter + np.uint64(1)) * _GAMMA
+def _mix64(z):
+    """SplitMix64's finaliser."""
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always")
+def _splitmix64(seed, counter):
+    return _mix64(seed + (counter + np.uint64(1)) * _GAMMA)
 
 
 @njit(inline="always")
@@ -354,81 +361,222 @@ def _f32_code(r, negative, Q, N, m, k):
 
 
 @njit(inline="always")
-def _f32_round_bits(u, mode, b):
-    """Deterministic rounding of one float32 (bits ``u``) to the bits of the float32 result,
-    in integer arithmetic only (no float multiply, so no subnormal stalls).
-
-    While the target spacing is at most the input's last mantissa place (``shift <= 23``,
-    which covers every result but the smallest), rounding the bit pattern at bit ``shift`` is
-    rounding the significand: a carry into the exponent field is the step to the next binade.
-    Below that the result is 0 or the smallest quantum, decided on the significand as in the
-    float path.  ``b``: see _params_f32_bits."""
-    (m, emin149, flush_bits, keep_min, floor_bits, max_bits, over_pos, over_neg, inf_bits, zero_bits,
-     unsigned, fnuz) = b
-    a, sig, Q, shift, s = _f32_core(u, m, emin149, flush_bits)
-    negative = U.ult(0x7FFFFFFF, u)
-    sh = U.sel(U.ult(23, shift), 23, shift)
-    mask = U.sub(U.shl(1, sh), 1)
-    odd = U.and_(U.shr(sig, sh), 1)                 # the last kept bit (at sh = 23 the implicit one)
-    if mode == 0:                                   # rne
-        inc = U.shr(U.add(mask, odd), 1)
-    elif mode == 1:                                 # rna
-        inc = U.shr(U.add(mask, 1), 1)
-    elif mode == 3:                                 # rup
-        inc = U.sel(negative, 0, mask)
-    elif mode == 4:                                 # rdn
-        inc = U.sel(negative, mask, 0)
-    else:                                           # rtz, rto
-        inc = U.and_(mask, 0)
-    r = U.and_(U.add(a, inc), U.sub(0xFFFFFFFF, mask))
-    if mode == 5:                                   # rto: an even inexact result moves up one place
-        r = U.add(r, U.sel(U.ueq(U.and_(a, mask), 0) | U.ueq(odd, 1), 0, U.shl(1, sh)))
-    quantum = U.sel(U.ult(Q, 23), U.shl(1, U.sel(U.ult(Q, 31), Q, 31)), U.shl(U.sub(Q, 22), 23))
-    tiny = U.sel(U.ueq(_f32_decide(u, sig, s, mode), 0), 0, quantum)
-    r = U.sel(U.ult(23, shift), tiny, r)
-    r = U.sel(U.ult(r, keep_min), 0, r)                                    # flush to zero
-    r = U.sel(U.ueq(r, 0) & (not U.ueq(a, 0)), floor_bits, r)               # no-zero formats
-    r = U.sel(U.ult(max_bits, r), U.sel(negative, over_neg, over_pos), r)   # finite overflow
-    r = U.sel(U.ueq(a, 0x7F800000), inf_bits, r)
-    r = U.sel(U.ueq(a, 0), zero_bits, r)
-    r = U.sel(U.ult(0x7F800000, a) | (unsigned & negative & (not U.ueq(a, 0))), 0x7FC00000, r)
-    keep_sign = negative & (not unsigned) & ((not fnuz) | ((not U.ueq(r, 0)) & (not U.ult(0x7F800000, r))))
-    return U.or_(r, U.sel(keep_sign, 0x80000000, 0))
-
-
-@njit(inline="always")
 def _f32_encode_one(u, mode, c, k, seed, counter, sr_bits):
     r, negative, Q, N = _f32_one(u, mode, c, seed, counter, sr_bits)
     return _f32_code(r, negative, Q, N, c[0], k)
 
 
-def _make_f32_kernels(mode: int):
-    """The float32 round and encode kernels of one mode.  The mode is a compile-time constant
-    of each: with a runtime mode LLVM if-converts every mode into one loop, and each element
-    pays for all of them (SplitMix64 included).  Numba caches each closure separately.
-    Deterministic modes round in the bit domain (_f32_round_bits), stochastic ones through
-    the integer significand (_f32_one)."""
-
-    if mode < 6:
-        @njit(parallel=True, cache=True)
-        def round_kernel(xb, outb, b):
-            for i in prange(xb.size):
-                outb[i] = _f32_round_bits(xb[i], mode, b)
-    else:
-        @njit(parallel=True, cache=True)
-        def round_kernel(xb, out, start, c, seed, sr_bits):
-            for i in prange(xb.size):
-                out[i] = _f32_one(xb[i], mode, c, seed, np.uint64(start + i), sr_bits)[0]
+def _make_f32_encode_kernel(mode: int):
+    """The float32 encode kernel of one mode.  The mode is a compile-time constant: with a
+    runtime mode LLVM if-converts every mode into one loop, and each element pays for all of
+    them (SplitMix64 included).  Numba caches each closure separately."""
 
     @njit(parallel=True, cache=True)
     def encode_kernel(xb, out, start, c, k, seed, sr_bits):
         for i in prange(xb.size):
             out[i] = _f32_encode_one(xb[i], mode, c, k, seed, np.uint64(start + i), sr_bits)
 
-    return round_kernel, encode_kernel
+    return encode_kernel
 
 
-_F32_KERNELS = {mode: _make_f32_kernels(mode) for mode in _MODES.values()}
+_F32_ENCODE_KERNELS = {mode: _make_f32_encode_kernel(mode) for mode in _MODES.values()}
+
+
+# ---- float32 round kernels: rounding on the bit pattern ------------------------------
+# Rounding |x| at bit ``s`` of its float32 bit pattern (add an increment below bit s, clear
+# those bits) rounds the significand, and a carry into the exponent field is the step to the
+# next binade, so while the format's last place is at or below the input's implicit bit
+# (s <= 23) the whole rounding is a few integer instructions.  Below that (|x| < 2^q, q the
+# format's smallest quantum) the result is 0 or 2^q, decided against per-call constants.
+# What the policy makes of overflow, flushing, zero, Inf, NaN and the sign is resolved per call
+# into constants and into compile-time switches (the kernel key), so a kernel only contains the
+# steps its format and policy need and LLVM vectorises the loop without branches.
+
+_NAN32 = 0x7FC00000
+_INF32 = 0x7F800000
+
+#: How the rounding position depends on the input (see _f32_position).
+_FIXED, _ABOVE, _BELOW = 0, 1, 2
+
+#: Arrays shorter than this run a serial kernel: a parallel launch costs more than it saves.
+_PARALLEL_MIN = 1 << 15
+
+
+@njit(inline="always")
+def _f32_position(a, kind, c):
+    """The bit of |x|'s pattern ``a`` that becomes the format's last place (``c``: _f32_round_plan).
+
+    _FIXED (emin = -126, m > 0: bf16, tf32): 23 - m everywhere, the format's subnormals being
+    float32's at the same relative spacing.  _ABOVE (emin > -126, or m = 0): 23 - m plus the binades
+    |x| lies below 2^emin, at most 24 (where |x| < 2^q the result is decided apart).  _BELOW (emin < -126, e8m0):
+    23 - m for normal inputs; for float32 subnormals from the exponent of float(a), their leading
+    bit, at most 22."""
+    sh = c[0]
+    if kind == 0:
+        return sh
+    e = U.shr(a, 23)
+    if kind == 1:
+        e = U.sel(U.ueq(e, 0), 1, e)
+        s = U.add(sh, U.sub(U.sel(U.ult(e, c[1]), c[1], e), e))
+        return U.sel(U.ult(24, s), 24, s)
+    lead = U.shr(U.as_u32(U.u2f(a)), 23)
+    return U.sel(U.ueq(e, 0), U.sub(U.sel(U.ult(lead, c[2]), c[2], lead), c[3]), sh)
+
+
+@njit(inline="always")
+def _f32_round_one(u, w, c, key):
+    """Round one float32 (bits ``u``) to the bits of the float32 result.
+
+    ``key`` = (mode, kind, general, short), compile-time constants (see _f32_round_plan); ``c``
+    holds the per-call constants; ``w`` is the element's SplitMix64 state, seed + (i + 1)·γ.
+    Stochastic rounding adds the top s bits of the element's word below bit s: the carry out is
+    P3109 StochasticA's ``floor(δ·2^N) + R >= 2^N`` (the low bits of R cannot carry when N >= s;
+    for N < s, ``short``, the bits below s - N of both are cleared first)."""
+    mode, kind, general, short = key
+    (sh, emin_field, lead_min, lead_base, qbits, th_pos, th_neg, flush_bits, keep_min, floor_bits, max_bits,
+     over_pos, over_neg, inf_bits, zero_bits, sr_bits, neg_nan_from, sign_mask, sign_lo, sign_span, f_mask,
+     f_scale) = c
+    a = U.and_(u, 0x7FFFFFFF)
+    negative = U.ult(0x7FFFFFFF, u)
+    if general:                                    # DAZ
+        a = U.sel(U.ult(a, flush_bits), 0, a)
+    s = _f32_position(a, kind, c)
+    mask = U.sub(U.shl(1, s), 1)
+    keep = U.sub(0xFFFFFFFF, mask)
+    z = np.uint64(0)
+    if mode == 6 or mode == 7:
+        z = _mix64(w)
+    if mode == 6:
+        rnd = U.shr(U.shr(np.uint32(z >> np.uint64(32)), U.sub(31, s)), 1)      # the top s bits, s <= 23
+        if short:
+            low = U.sub(0xFFFFFFFF, U.sub(U.shl(1, U.sel(U.ult(sr_bits, s), U.sub(s, sr_bits), 0)), 1))
+            r = U.and_(U.add(U.and_(a, low), U.and_(rnd, low)), keep)
+        else:
+            r = U.and_(U.add(a, rnd), keep)
+    elif mode == 7:
+        away = (not U.ueq(U.and_(a, mask), 0)) & ((z >> np.uint64(63)) != 0)
+        r = U.add(U.and_(a, keep), U.sel(away, U.add(mask, 1), 0))
+    else:
+        # the last kept bit; at s = 23 that is the implicit one (a | 2^23 supplies it)
+        odd = U.and_(U.shr(U.or_(a, 0x800000), s), 1)
+        if mode == 0:
+            inc = U.shr(U.add(mask, odd), 1)
+        elif mode == 1:
+            inc = U.shr(U.add(mask, 1), 1)
+        elif mode == 3:
+            inc = U.sel(negative, 0, mask)
+        elif mode == 4:
+            inc = U.sel(negative, mask, 0)
+        else:
+            inc = U.and_(mask, 0)
+        r = U.and_(U.add(a, inc), keep)
+        if mode == 5:                              # rto: an even inexact result moves up one place
+            r = U.add(r, U.sel(U.ueq(U.and_(a, mask), 0) | U.ueq(odd, 1), 0, U.add(mask, 1)))
+    if kind == 1:                                  # |x| < 2^q: 0 or 2^q
+        tiny = U.ult(a, qbits)
+        if mode == 6:                              # away iff floor(|x| 2^(64-q)), cut to N bits, + z carries
+            f = np.uint64(np.float64(U.as_f32(U.sel(tiny, a, 0))) * f_scale) & f_mask
+            up = f > ~z
+        elif mode == 7:
+            up = ((z >> np.uint64(63)) != 0) & (not U.ueq(a, 0))
+        elif mode == 3 or mode == 4:
+            up = U.ult(U.sel(negative, th_neg, th_pos), a)
+        else:
+            up = U.ult(th_pos, a)
+        r = U.sel(tiny, U.sel(up, qbits, 0), r)
+    if general:
+        r = U.sel(U.ult(r, keep_min), 0, r)        # flush results below the normal range
+        r = U.sel(U.ueq(r, 0), floor_bits, r)      # formats without zero (zero inputs: below)
+    r = U.sel(U.ult(max_bits, r), U.sel(negative, over_neg, over_pos), r)
+    if general:
+        r = U.sel(U.ueq(a, 0), zero_bits, r)
+    r = U.sel(U.ueq(a, _INF32), inf_bits, r)
+    r = U.sel(U.ult(_INF32, a), _NAN32, r)
+    if not general:
+        return U.or_(r, U.and_(u, 0x80000000))
+    r = U.sel(negative & (not U.ult(a, neg_nan_from)), _NAN32, r)     # unsigned formats
+    signed = U.ult(U.sub(r, sign_lo), sign_span)   # fnuz: not on zero or NaN
+    return U.or_(r, U.sel(signed, U.and_(u, sign_mask), 0))
+
+
+@njit(inline="always")
+def _f32_round_range(xb, ob, lo, hi, start, c, seed, key):
+    """Elements lo..hi-1; the SplitMix64 state steps by γ per element (an induction variable, so no
+    multiply for it in the loop)."""
+    w = seed + (start + np.uint64(lo + 1)) * _GAMMA
+    for i in range(lo, hi):
+        ob[i] = _f32_round_one(xb[i], w, c, key)
+        w += _GAMMA
+
+
+#: Elements per parallel task of the float32 round kernels.
+_CHUNK = 1 << 14
+
+
+@functools.cache
+def _f32_round_kernels(key: tuple):
+    """The parallel and the serial round kernel of one key (compiled on first use, cached on disk)."""
+
+    @njit(parallel=True, cache=True)
+    def parallel_kernel(xb, ob, start, c, seed):
+        n = xb.size
+        for k in prange((n + _CHUNK - 1) // _CHUNK):
+            U.prefer_wide_vectors()
+            _f32_round_range(xb, ob, k * _CHUNK, min(k * _CHUNK + _CHUNK, n), start, c, seed, key)
+
+    @njit(cache=True)
+    def serial_kernel(xb, ob, start, c, seed):
+        U.prefer_wide_vectors()
+        _f32_round_range(xb, ob, 0, xb.size, start, c, seed, key)
+
+    return parallel_kernel, serial_kernel
+
+
+def _bits32(v: float) -> int:
+    """The float32 bit pattern of |v| (NaN: the canonical quiet NaN)."""
+    b = int(np.array(v, np.float32).view(np.uint32)) & 0x7FFFFFFF
+    return _NAN32 if b > _INF32 else b
+
+
+@functools.lru_cache(maxsize=1024)
+def _f32_round_plan(fmt: Format, rounding: Rounding, overflow: Overflow, subnormals: bool, flush_inputs: bool,
+                    sr_bits: int):
+    """(kernels, constants) of the float32 round kernels for one policy (everything but the seed).
+
+    The kernel is ``general`` where the format or policy needs DAZ, flushing, a floor for formats
+    without zero, unsigned or fnuz sign rules; the common case compiles without those steps."""
+    spec = RoundSpec(fmt, rounding, overflow, subnormals, flush_inputs, None, sr_bits)
+    m, emin = fmt.mantissa_bits, fmt.emin
+    q = emin - m
+    _, _, flush_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz = \
+        _params_f32(spec)
+    keep_min, floor_bits, max_bits, over_pos, over_neg, inf_bits, zero_bits = (
+        _bits32(v) for v in (fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val))
+    # m = 0 at emin = -126 cuts at the implicit bit, which float32 subnormals lack: the tiny path decides those
+    kind = _FIXED if emin == -126 and m else (_ABOVE if emin >= -126 else _BELOW)
+    mode = _MODES[rounding]
+    qbits = _bits32(2.0 ** q)
+    half = _bits32(2.0 ** (q - 1)) if q - 1 >= -149 else 0
+    # results below 2^q: away from zero iff |x| (bits) exceeds the threshold
+    th = {0: (half, half), 1: (max(half - 1, 0),) * 2, 3: (0, 0xFFFFFFFF), 4: (0xFFFFFFFF, 0), 5: (0, 0)}
+    th_pos, th_neg = th.get(mode, (0xFFFFFFFF, 0xFFFFFFFF))
+    general = bool(flush_inputs or keep_min or not fmt.has_zero or unsigned or fnuz)
+    key = (mode, kind, general, rounding is Rounding.SR and sr_bits < 23)
+    u32 = np.uint32
+    c = (u32(23 - m), u32(emin + 127 if kind == _ABOVE else 0), u32(emin + 276 if kind == _BELOW else 0),
+         u32(127 + m), u32(qbits), u32(th_pos), u32(th_neg), u32(flush_bits), u32(keep_min), u32(floor_bits),
+         u32(max_bits), u32(over_pos), u32(over_neg), u32(inf_bits), u32(zero_bits), u32(sr_bits),
+         u32(1 if unsigned else 0x80000000), u32(0 if unsigned else 0x80000000), u32(1 if fnuz else 0),
+         u32(_INF32 if fnuz else 0xFFFFFFFF),
+         np.uint64(((1 << 64) - 1) ^ ((1 << (64 - sr_bits)) - 1)), np.float64(2.0 ** (64 - q)))
+    return _f32_round_kernels(key), c
+
+
+def _empty_like(x: np.ndarray) -> np.ndarray:
+    """The output array.  A fresh array of tens of MB costs page faults and kernel zeroing on first
+    write, as much as the rounding itself; callers that round large arrays repeatedly should pass
+    ``out=`` (a library-side buffer pool would hold memory the caller cannot see or free)."""
+    return np.empty_like(x)
 
 
 def _fast_path(x: np.ndarray, spec: RoundSpec) -> bool:
@@ -459,17 +607,6 @@ def _params_f32(spec: RoundSpec):
 
 
 @functools.lru_cache(maxsize=512)
-def _params_f32_bits(spec: RoundSpec):
-    """The constants of _params_f32 as float32 bit patterns (magnitudes), for _f32_round_bits."""
-    m, emin149, flush_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz = \
-        _params_f32(spec)
-    bits = [np.array(v, np.float32).view(np.uint32) & np.uint32(0x7FFFFFFF)
-            for v in (fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val)]
-    bits = [np.uint32(0x7FC00000) if v > 0x7F800000 else np.uint32(v) for v in bits]   # the canonical NaN
-    return (m, emin149, flush_bits, *bits, unsigned, fnuz)
-
-
-@functools.lru_cache(maxsize=512)
 def _code_params_f32(fmt: Format):
     """Per-format constants of the float32 encode kernels (the order _f32_code unpacks)."""
     smallest_code = 1 if fmt.has_subnormals and fmt.mantissa_bits else (1 << fmt.mantissa_bits) * fmt.has_zero
@@ -480,14 +617,12 @@ def _code_params_f32(fmt: Format):
 
 
 def round_values(x: np.ndarray, spec: RoundSpec, counter_start: int, out: np.ndarray | None = None) -> np.ndarray:
-    out = np.empty_like(x) if out is None else out
+    out = _empty_like(x) if out is None else out
     if _fast_path(x, spec):
-        kernel = _F32_KERNELS[_MODES[spec.rounding]][0]
-        if spec.rounding.stochastic:
-            kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), np.uint64(spec.seed),
-                   spec.sr_bits)
-        else:
-            kernel(x.view(np.uint32), out.view(np.uint32), _params_f32_bits(spec))
+        kernels, c = _f32_round_plan(spec.format, spec.rounding, spec.overflow, spec.subnormals, spec.flush_inputs,
+                                     spec.sr_bits)
+        kernel = kernels[0] if x.size >= _PARALLEL_MIN else kernels[1]
+        kernel(x.view(np.uint32), out.view(np.uint32), np.uint64(counter_start), c, np.uint64(spec.seed or 0))
         return out
     _F64_KERNELS[_MODES[spec.rounding]][0](x, out, np.uint64(counter_start), _params(spec))
     return out
@@ -497,7 +632,7 @@ def encode_values(x: np.ndarray, spec: RoundSpec, counter_start: int) -> np.ndar
     fmt = spec.format
     if _fast_path(x, spec):
         out = np.empty(x.shape, dtype=fmt.code_dtype)
-        kernel = _F32_KERNELS[_MODES[spec.rounding]][1]
+        kernel = _F32_ENCODE_KERNELS[_MODES[spec.rounding]]
         kernel(x.view(np.uint32), out, np.uint64(counter_start), _params_f32(spec), _code_params_f32(fmt),
                np.uint64(spec.seed or 0), spec.sr_bits)
         return out

@@ -15,9 +15,9 @@ float32 values (``bench_round.make_values``) it times, for each thread count:
   the result is normal, ``(|x| + C) - C`` with ``C = 2^(emin - m + 23)`` where it is subnormal,
   then overflow / NaN selects;
 * ``splitmix64`` -- only the random words (the floor under any ``sr`` kernel);
-* ``pl kernel`` -- precisionlab's float32 kernel called directly with a preallocated output
-  (private API; skipped if it changed), and ``pl.round`` end to end;
-* the same kernel body compiled serially with and without its in-loop ``mode < 6`` branch.
+* ``pl kernel`` -- precisionlab's float32 round kernel called directly with a preallocated
+  output (private API; skipped if it changed), and ``pl.round`` end to end, allocating and with
+  ``out=``.
 
 Every minimal kernel's output is checked against ``pl.round`` (mismatch count printed), so a
 figure here is a speed that an exact kernel reaches; ``--exhaustive`` also checks them against
@@ -140,51 +140,14 @@ def exhaustive_check(log) -> list[tuple[str, int]]:
 
 
 def _pl_internals():
-    """precisionlab's float32 kernel pieces, or None where the private API changed."""
+    """precisionlab's float32 round kernels (private API), or None where it changed."""
     try:
         from precisionlab.backends import numba_backend as nb
         from precisionlab.rounding import make_round_spec
-        return nb, make_round_spec, (nb._round_f32_kernel, nb._params_f32, nb._f32_core, nb._f32_decide,
-                                     nb._f32_decide_sr, nb._f32_finish)
+        nb._f32_round_plan  # noqa: B018 -- the attribute is the check
+        return nb, make_round_spec
     except (ImportError, AttributeError):
         return None
-
-
-def _serial_variants(nb):
-    core, decide, decide_sr, finish = nb._f32_core, nb._f32_decide, nb._f32_decide_sr, nb._f32_finish
-
-    @njit
-    def with_branch(xb, out, start, mode, m, emin149, flush_bits, k_rne, k_rna, k_dir, dir_neg, k_rto, seed,
-                    sr_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz):
-        for i in range(xb.size):
-            u = xb[i]
-            a, sig, Q, shift, s = core(u, m, emin149, flush_bits)
-            if mode < 6:
-                N = decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto)
-            else:
-                N = decide_sr(mode, seed, np.uint64(start + i), sr_bits, sig, shift, s)
-            out[i] = finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val,
-                            unsigned, fnuz)[0]
-
-    @njit
-    def deterministic_only(xb, out, start, mode, m, emin149, flush_bits, k_rne, k_rna, k_dir, dir_neg, k_rto, seed,
-                           sr_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz):
-        for i in range(xb.size):
-            u = xb[i]
-            a, sig, Q, shift, s = core(u, m, emin149, flush_bits)
-            N = decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto)
-            out[i] = finish(u, a, Q, N, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val,
-                            unsigned, fnuz)[0]
-
-    @njit
-    def core_and_decide(xb, out, start, mode, m, emin149, flush_bits, k_rne, k_rna, k_dir, dir_neg, k_rto, seed,
-                        sr_bits, fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val, unsigned, fnuz):
-        for i in range(xb.size):
-            u = xb[i]
-            a, sig, Q, shift, s = core(u, m, emin149, flush_bits)
-            out[i] = np.float32(decide(u, sig, s, k_rne, k_rna, k_dir, dir_neg, k_rto) + Q)
-
-    return with_branch, deterministic_only, core_and_decide
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,24 +189,19 @@ def main(argv: list[str] | None = None) -> int:
             sk = _sketch_args(f)
             rne_sketch(xb, ob, *sk)
             timed(f"{f} rne sketch", lambda sk=sk: rne_sketch(xb, ob, *sk), check(out, f))
+        cases = (("bf16", "rne"), ("e4m3", "rne"), ("e8m0", "rne"), ("bf16", "sr"), ("e4m3", "sr"))
         if internals is not None:
-            nb, make_round_spec, (kernel, params, *_) = internals
-            for f, mode in (("bf16", "rne"), ("e4m3", "rne"), ("bf16", "sr")):
-                p = params(make_round_spec(f, mode, seed=12345 if mode == "sr" else None))
-                kernel(xb, out, np.uint64(0), *p)
-                timed(f"pl kernel {f} {mode} (preallocated output)",
-                      lambda p=p, kernel=kernel: kernel(xb, out, np.uint64(0), *p))
-        for f, mode in (("bf16", "rne"), ("e4m3", "rne"), ("bf16", "sr")):
+            nb, make_round_spec = internals
+            for f, mode in cases:
+                spec = make_round_spec(f, mode, seed=12345 if mode == "sr" else None)
+                (par, ser), c = nb._f32_round_plan(spec.format, spec.rounding, spec.overflow, spec.subnormals,
+                                                   spec.flush_inputs, spec.sr_bits)
+                kargs = (xb, ob, np.uint64(0), c, seed)
+                timed(f"pl kernel {f} {mode} (preallocated output)", lambda par=par, kargs=kargs: par(*kargs))
+        for f, mode in cases:
             kw = {"rounding": mode, "seed": 12345 if mode == "sr" else None}
             timed(f"pl.round {f} {mode}", lambda f=f, kw=kw: pl.round(x, f, **kw))
-    if internals is not None:
-        nb, make_round_spec, _ = internals
-        p = nb._params_f32(make_round_spec("bf16"))
-        for k in _serial_variants(nb):
-            k(xb, out, np.uint64(0), *p)
-            best, _ = best_of(lambda k=k: k(xb, out, np.uint64(0), *p), args.repeats)
-            rows.append((f"serial pl kernel body: {k.__name__}", "1 (serial)", n / best, ""))
-            print(f"{rows[-1][0]}: {n / best / 1e6:,.0f} M el/s", file=sys.stderr, flush=True)
+            timed(f"pl.round {f} {mode} out=", lambda f=f, kw=kw: pl.round(x, f, out=out, **kw))
     exhaustive = exhaustive_check(sys.stderr) if args.exhaustive else []
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"n = {n:,}, best of {args.repeats}, load average {load}\n")
