@@ -197,7 +197,8 @@ def test_tiled_kernels_equal_the_reference(model, order, M, N, K, profile, seed,
 
 
 def test_plans_of_the_presets():
-    kinds = {name: (nbk._gemm_plan(pl.get_preset(name)) or ("rows",))[0] for name in
+    kinds = {name: (nbk._gemm_plan(pl.get_preset(name)) or nbk._composite_plan(pl.get_preset(name)) or ("rows",))[0]
+             for name in
              ("fp32_sequential", "torch_cpu_nn", "torch_cpu_nt", "torch_cpu_tn", "ml_dtypes_dot", "fp16_accumulate",
               "bf16_accumulate", "h100_fp16")}
     assert kinds == {"fp32_sequential": "fma32", "torch_cpu_nn": "fma32", "torch_cpu_nt": "fma32",
@@ -286,10 +287,13 @@ def test_subnormal_products():
     assert one([2.0**-70, 2.0**-75], [2.0**-79, 2.0**-75], bf) == 2.0**-148  # 2^-149 + 2^-150: a tie, to even
 
 
+LANES64 = dataclasses.replace(pl.get_preset("torch_cpu_nt"), order="lanes(64)", name="lanes64")
+
+
 @pytest.mark.parametrize("K", [0, 1, 2, 63, 64, 65, 129])
-@pytest.mark.parametrize("name", ["torch_cpu_nt", "torch_cpu_nn", "bf16_accumulate"])
+@pytest.mark.parametrize("name", ["lanes64", "torch_cpu_nn", "bf16_accumulate"])
 def test_k_around_the_lane_width_and_batch_broadcasting(K, name):
-    spec = pl.get_preset(name)
+    spec = LANES64 if name == "lanes64" else pl.get_preset(name)
     rng = np.random.default_rng(K)
     a = rng.standard_normal((2, 1, 9, K)).astype(np.float32)
     b = rng.standard_normal((3, K, 33)).astype(np.float32)
@@ -347,3 +351,20 @@ def test_separate_multiply_add_is_never_contracted():
 
 def test_order_strings_are_the_specs():
     assert str(Order.parse("lanes(64)")) == "lanes(64)"
+
+
+@pytest.mark.parametrize("K", [0, 1, 15, 16, 17, 63, 64, 65, 79, 80, 81, 130])
+@pytest.mark.parametrize("name", ["torch_cpu_nt", "torch_cpu_onednn_fp16"])
+def test_composite_orders_as_tiled_gemms_over_k_ranges(K, name):
+    """split/group orders of fp32 accumulators run their plain parts as tiled GEMMs over K ranges."""
+    spec = pl.get_preset(name)
+    assert nbk._composite_plan(spec) is not None
+    rng = np.random.default_rng(K)
+    a = (rng.standard_normal((2, 3, K)) * np.exp2(rng.integers(-12, 12, (2, 3, K)))).astype(np.float32)
+    b = rng.standard_normal((2, K, 5)).astype(np.float32)
+    c = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    if K > 2:
+        a[0, 0, :3] = [np.inf, 1e30, -1e30]
+    want = pl.matmul(a, b, spec, c=c, backend="numpy")
+    got = pl.matmul(a, b, spec, c=c, backend="numba")
+    assert np.array_equal(bits(got), bits(want))

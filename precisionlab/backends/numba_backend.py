@@ -11,6 +11,7 @@ kernel, so their cost is paid only where they are used.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numba
@@ -1415,11 +1416,62 @@ def _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
     return _round_output(out, spec, seed)
 
 
+def _tiled_leaves(order) -> bool:
+    """Whether every plain order nested in ``order`` runs in the tiled kernels (no strided, no pairwise)."""
+    if order.kind == "strided" or (not order.parts and order.kind not in _gemm.ORDERS):
+        return False
+    return all(_tiled_leaves(p) for p in order.parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _composite_plan(spec) -> tuple[str, np.ndarray] | None:
+    """The tiled plan of a composite order with an fp32 accumulator: its plain parts run as tiled GEMMs
+    over their K ranges, the additions that join them as float32 additions (fp32 RNE)."""
+    if not (spec.order.parts and spec.order.kind in ("split", "group", "blocked") and _tiled_leaves(spec.order)):
+        return None
+    plan = _gemm_plan(dataclasses.replace(spec, order="sequential"))
+    return plan if plan is not None and plan[0] in ("fma32", "mul_add32") else None
+
+
+def _tiled_sum(a, b, acc, order, k0, k1, plan):
+    """The reference's chunk_sum(products k0..k1, acc, order) of every output element (composite_sum's
+    recursion; ``acc`` float32 (nb, M, N))."""
+    kind, constants = plan
+    if k1 <= k0:
+        return acc
+    w = order.width
+    if not order.parts:
+        return _gemm.gemm(kind, np.ascontiguousarray(a[:, :, k0:k1]), np.ascontiguousarray(b[:, k0:k1, :]), acc,
+                          order.kind, w or 1, constants, _threads_for)
+    if order.kind == "group":
+        return acc + _tiled_sum(a, b, np.full(acc.shape, -0.0, np.float32), order.parts[0], k0, k1, plan)
+    if order.kind == "split":
+        head = k0 + (k1 - k0) // w * w
+        acc = _tiled_sum(a, b, acc, order.parts[0], k0, head, plan)
+        return _tiled_sum(a, b, acc, order.parts[1], head, k1, plan)
+    for start in range(k0, k1, w):                                   # blocked(kc, inner)
+        acc = acc + _tiled_sum(a, b, np.full(acc.shape, -0.0, np.float32), order.parts[0], start,
+                               min(start + w, k1), plan)
+    return acc
+
+
+def _matmul_composite_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
+    if spec.scale_at == "operands" and a_scale is not None:
+        a = _times_fp32(a, a_scale)
+    if spec.scale_at == "operands" and b_scale is not None:
+        b = _times_fp32(b, b_scale)
+    acc = np.array(np.broadcast_to(c, c.shape), np.float32)          # C fits float32 (the plan checks)
+    return _round_output(_tiled_sum(a, b, acc, spec.order, 0, a.shape[2], plan), spec, seed)
+
+
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
                   b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
     """The kernel interface of the NumPy reference (same arguments, same bits)."""
     from . import numba_program
 
+    composite = _composite_plan(spec) if spec.scale_at == "operands" else None
+    if composite is not None:
+        return _matmul_composite_tiled(a, b, c, a_scale, b_scale, spec, seed, composite)
     if not _compiled(spec):
         if not numba_program.covers(spec):
             return _reference.matmul_values(a, b, c, a_scale, b_scale, spec, seed)
