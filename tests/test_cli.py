@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run, strict_json
 
 import precisionlab as pl
 from precisionlab import cli
@@ -24,16 +25,6 @@ from precisionlab.formats import _ALIASES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def strict_json(text: str):
-    def bad(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-    return json.loads(text, parse_constant=bad)
 
 
 def round_json(capsys, *argv: str) -> dict:

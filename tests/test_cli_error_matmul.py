@@ -11,27 +11,15 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
 import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from cli_helpers import run, strict_json
 
 import precisionlab as pl
 from precisionlab import cli
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def strict_json(text: str):
-    def bad(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-    return json.loads(text, parse_constant=bad)
 
 
 def error_matmul(capsys, *argv: str) -> dict:

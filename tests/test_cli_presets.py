@@ -6,26 +6,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 
 import pytest
+from cli_helpers import run, strict_json
 
 import precisionlab as pl
-from precisionlab import cli
 from precisionlab.formats import Format
 from precisionlab.matmul import MatmulSpec
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def strict_json(text: str):
-    def bad(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-    return json.loads(text, parse_constant=bad)
 
 
 def test_json_lists_every_preset_with_every_field(capsys):

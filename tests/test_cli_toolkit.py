@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run, strict_json
 
 from precisionlab import cli
 from precisionlab.analysis import sample
@@ -25,16 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNELS = str(ROOT / "examples" / "cast_kernels.py")
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def strict_json(text: str):
-    def bad(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-    return json.loads(text, parse_constant=bad)
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -5,7 +5,6 @@ the options and their one-line errors."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -13,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run, strict_json
 from precisionlab.reference.recipes import recipes
 
 import precisionlab as pl
-from precisionlab import cli, report
+from precisionlab import report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_REPORT = ROOT / "docs" / "report.md"
@@ -26,16 +26,6 @@ SMALL = ["--formats", "bf16,e4m3,fp4_e2m1", "--rounding", "rne,rtz,sr", "--n", "
          "--train", "fp32,pure_fp16", "--steps", "3", "--dist", "uniform,cancelling"]
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def strict_json(text: str):
-    def bad(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-    return json.loads(text, parse_constant=bad)
 
 
 @pytest.fixture(scope="module")
