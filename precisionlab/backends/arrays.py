@@ -37,3 +37,15 @@ def check_device_support(backend: Any, a: Any, arg: str = "x") -> None:
     if is_cupy_array(a) and not getattr(backend, "accepts_device_arrays", False):
         raise TypeError(f"{arg} is a CuPy array but backend={backend.name!r} runs on the CPU; use backend='cupy' "
                         f"(or 'auto', which picks it for CuPy arrays), or pass cupy.asnumpy({arg})")
+
+
+def contiguous_float64(a: Any) -> Any:
+    """``a`` as a C-contiguous float64 array of its own kind (NumPy or CuPy; a copy only if needed): the
+    GPU kernels read operands as 64-bit words, while the front end may pass float32 values or
+    broadcast views."""
+    if a is None:
+        return None
+    if is_cupy_array(a):
+        import cupy
+        return cupy.ascontiguousarray(a, dtype=np.float64)
+    return np.ascontiguousarray(a, dtype=np.float64)

@@ -18,6 +18,7 @@ import numpy as np
 from ..formats import Format
 from ..rounding import RoundSpec, decode_dtype
 from . import cuda as plcuda
+from .arrays import contiguous_float64
 from .cuda.discovery import GPUUnavailable, missing_package, require_device
 
 name = "cupy"
@@ -136,6 +137,7 @@ def matmul_values(a, b, c, a_scale, b_scale, spec, seed: int | None):
     result back), scales expanded to the operands' shapes or None.  A spec the kernels do not
     cover (``cuda.matmul_unsupported``: composite orders, scale_at='products' / 'output', ...) is a
     ValueError that names the parameter."""
+    a, b, c, a_scale, b_scale = (contiguous_float64(x) for x in (a, b, c, a_scale, b_scale))
     n_batch, n_rows, K = a.shape
     n_cols = b.shape[2]
     plcuda.check_matmul(spec, K, name)

@@ -26,6 +26,7 @@ import numpy as np
 from ..formats import Format
 from ..rounding import RoundSpec, decode_dtype
 from . import cuda as plcuda
+from .arrays import contiguous_float64
 from .cuda.discovery import GPUUnavailable, missing_package, require_device
 
 name = "numba_cuda"
@@ -243,6 +244,7 @@ def matmul_values(a, b, c, a_scale, b_scale, spec, seed: int | None, blocks: int
     """The kernel interface of the NumPy reference (same arguments, same bits): ``a`` (B, M, K),
     ``b`` (B, K, N), ``c`` (B, M, N) float64, scales expanded to the operands' shapes or None.
     A spec the kernels cannot compute exactly (``cuda.matmul_unsupported``) is a ValueError."""
+    a, b, c, a_scale, b_scale = (contiguous_float64(x) for x in (a, b, c, a_scale, b_scale))
     n_batch, n_rows, K = a.shape
     n_cols = b.shape[2]
     plcuda.check_matmul(spec, K, name)

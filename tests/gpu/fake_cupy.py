@@ -47,8 +47,8 @@ def asarray(a, dtype=None):
     return _wrap(np.array(a, dtype=dtype, copy=True) if not isinstance(a, ndarray) else a)
 
 
-def ascontiguousarray(a):
-    return _wrap(np.ascontiguousarray(a))
+def ascontiguousarray(a, dtype=None):
+    return _wrap(np.ascontiguousarray(a, dtype=dtype))
 
 
 def empty(shape, dtype):
