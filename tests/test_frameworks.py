@@ -4,6 +4,7 @@ real torch / JAX / ml_dtypes outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import ml_dtypes
@@ -75,14 +76,19 @@ ML_FORMATS = ["fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz", "e4m3b11fn
 @given(fmt=st.sampled_from(ML_FORMATS), wide=st.booleans(),
        xs=st.lists(st.floats(width=32) | EDGE, min_size=1, max_size=64))
 def test_ml_dtypes_rule_equals_ml_dtypes(fmt, wide, xs):
-    """The ml_dtypes rule gives ml_dtypes' own codes, for float32 and for float64 inputs."""
+    """The ml_dtypes rule gives ml_dtypes' own codes, for float32 and for float64 inputs.  The rule is
+    ml_dtypes 0.6's (golden/cpu/casts_ml_dtypes.npz was recorded with it); 0.7 rounds float64 to
+    bf16 and float8 once, which the rule with float64="direct" gives."""
     x = np.array(xs, np.float64 if wide else F32)
     if wide:
         x = x * (1 + 2.0**-40)                      # off the float32 grid: double rounding shows
     dt = pl.get_format(fmt).ml_dtype
     with np.errstate(all="ignore"):
         want = x.astype(dt).view(np.uint16 if dt.itemsize == 2 else np.uint8)
-    assert codes(x, fmt, "ml_dtypes").tolist() == want.tolist()
+    rule = fw.cast_rule("ml_dtypes", fmt)
+    if tuple(int(p) for p in ml_dtypes.__version__.split(".")[:2]) >= (0, 7):
+        rule = dataclasses.replace(rule, float64="direct")
+    assert codes(x, fmt, rule).tolist() == want.tolist()
 
 
 def test_cast_rule_validation():

@@ -529,7 +529,9 @@ def test_float64_rounded_once(name, x, backend):
     assert once[0] != double                                # the two really differ here
     via = pl.round(x64, fmt, via="fp32", backend=backend)
     assert via.dtype == np.float64 and via[0] == double
-    assert via[0] == x64.astype(fmt.ml_dtype).astype(np.float64)[0]  # ml_dtypes double-rounds
+    ml = x64.astype(fmt.ml_dtype).astype(np.float64)[0]
+    old_ml_dtypes = tuple(int(p) for p in ml_dtypes.__version__.split(".")[:2]) < (0, 7)
+    assert ml == (via[0] if old_ml_dtypes else once[0])   # ml_dtypes < 0.7 double-rounds, 0.7 rounds once
     assert pl.round(np.float32(x).reshape(1), fmt, via="fp32", backend=backend)[0] == double
 
 
