@@ -397,7 +397,10 @@ _NAN32 = 0x7FC00000
 _INF32 = 0x7F800000
 
 #: How the rounding position depends on the input (see _f32_position).
-_FIXED, _ABOVE, _BELOW = 0, 1, 2
+_FIXED, _ABOVE, _BELOW, _TWO_SHIFTS = 0, 1, 2, 3
+#: Which policy steps a kernel has: the common case, the general steps (DAZ, flush, floor, zero
+#: inputs, the fnuz sign rule) for signed formats, the same for unsigned ones.
+_PLAIN, _GENERAL, _GENERAL_UNSIGNED = 0, 1, 2
 
 #: Arrays shorter than this run a serial kernel: a parallel launch costs more than it saves.
 _PARALLEL_MIN = 1 << 15
@@ -409,9 +412,10 @@ def _f32_position(a, kind, c):
 
     _FIXED (emin = -126, m > 0: bf16, tf32): 23 - m everywhere, the format's subnormals being
     float32's at the same relative spacing.  _ABOVE (emin > -126, or m = 0): 23 - m plus the binades
-    |x| lies below 2^emin, at most 24 (where |x| < 2^q the result is decided apart).  _BELOW (emin < -126, e8m0):
-    23 - m for normal inputs; for float32 subnormals from the exponent of float(a), their leading
-    bit, at most 22."""
+    |x| lies below 2^emin, at most 24 (where |x| < 2^q the result is decided apart).  _BELOW
+    (emin < -127): 23 - m for normal inputs; for float32 subnormals from the exponent of float(a),
+    their leading bit, at most 22.  _TWO_SHIFTS (emin = -127, e8m0): 23 - m for normal inputs, 22 - m
+    for every float32 subnormal (all of them lie in or below the format's lowest binade)."""
     sh = c[0]
     if kind == 0:
         return sh
@@ -420,6 +424,8 @@ def _f32_position(a, kind, c):
         e = U.sel(U.ueq(e, 0), 1, e)
         s = U.add(sh, U.sub(U.sel(U.ult(e, c[1]), c[1], e), e))
         return U.sel(U.ult(24, s), 24, s)
+    if kind == 3:
+        return U.sel(U.ueq(e, 0), c[2], sh)
     lead = U.shr(U.as_u32(U.u2f(a)), 23)
     return U.sel(U.ueq(e, 0), U.sub(U.sel(U.ult(lead, c[2]), c[2], lead), c[3]), sh)
 
@@ -428,15 +434,16 @@ def _f32_position(a, kind, c):
 def _f32_round_one(u, w, c, key):
     """Round one float32 (bits ``u``) to the bits of the float32 result.
 
-    ``key`` = (mode, kind, general, short), compile-time constants (see _f32_round_plan); ``c``
+    ``key`` = (mode, kind, steps, short), compile-time constants (see _f32_round_plan); ``c``
     holds the per-call constants; ``w`` is the element's SplitMix64 state, seed + (i + 1)·γ.
     Stochastic rounding adds the top s bits of the element's word below bit s: the carry out is
     P3109 StochasticA's ``floor(δ·2^N) + R >= 2^N`` (the low bits of R cannot carry when N >= s;
-    for N < s, ``short``, the bits below s - N of both are cleared first)."""
-    mode, kind, general, short = key
+    for N < s the bits below s - N of both are cleared first).  ``short``: 0 for N = 64, 1 for
+    23 <= N < 64, 2 for N < 23 (the only case where N < s)."""
+    mode, kind, steps, short = key
     (sh, emin_field, lead_min, lead_base, qbits, th_pos, th_neg, flush_bits, keep_min, floor_bits, max_bits,
-     over_pos, over_neg, inf_bits, zero_bits, sr_bits, neg_nan_from, sign_mask, sign_lo, sign_span, f_mask,
-     f_scale) = c
+     over_pos, over_neg, inf_bits, zero_bits, sr_bits, sign_lo, sign_span, f_lo, f_span, f_mask, f_scale) = c
+    general = steps != 0
     a = U.and_(u, 0x7FFFFFFF)
     negative = U.ult(0x7FFFFFFF, u)
     if general:                                    # DAZ
@@ -449,7 +456,7 @@ def _f32_round_one(u, w, c, key):
         z = _mix64(w)
     if mode == 6:
         rnd = U.shr(U.shr(np.uint32(z >> np.uint64(32)), U.sub(31, s)), 1)      # the top s bits, s <= 23
-        if short:
+        if short == 2:
             low = U.sub(0xFFFFFFFF, U.sub(U.shl(1, U.sel(U.ult(sr_bits, s), U.sub(s, sr_bits), 0)), 1))
             r = U.and_(U.add(U.and_(a, low), U.and_(rnd, low)), keep)
         else:
@@ -476,28 +483,37 @@ def _f32_round_one(u, w, c, key):
     if kind == 1:                                  # |x| < 2^q: 0 or 2^q
         tiny = U.ult(a, qbits)
         if mode == 6:                              # away iff floor(|x| 2^(64-q)), cut to N bits, + z carries
-            f = np.uint64(np.float64(U.as_f32(U.sel(tiny, a, 0))) * f_scale) & f_mask
+            # (inputs below 2^(q-64) give 0: kept out of the float multiply where they are float32 subnormals)
+            f = np.uint64(np.float64(U.as_f32(U.sel(U.ult(U.sub(a, f_lo), f_span), a, 0))) * f_scale)
+            if short:
+                f = f & f_mask
             up = f > ~z
         elif mode == 7:
             up = ((z >> np.uint64(63)) != 0) & (not U.ueq(a, 0))
         elif mode == 3 or mode == 4:
             up = U.ult(U.sel(negative, th_neg, th_pos), a)
+        elif mode == 2:
+            up = False
+        elif mode == 5:
+            up = not U.ueq(a, 0)
         else:
             up = U.ult(th_pos, a)
         r = U.sel(tiny, U.sel(up, qbits, 0), r)
     if general:
-        r = U.sel(U.ult(r, keep_min), 0, r)        # flush results below the normal range
-        r = U.sel(U.ueq(r, 0), floor_bits, r)      # formats without zero (zero inputs: below)
+        # flush results below the normal range to 0, or to the floor of formats without zero (which
+        # also replaces a result of 0; zero inputs are set below)
+        r = U.sel(U.ult(r, keep_min), floor_bits, r)
     r = U.sel(U.ult(max_bits, r), U.sel(negative, over_neg, over_pos), r)
     if general:
         r = U.sel(U.ueq(a, 0), zero_bits, r)
     r = U.sel(U.ueq(a, _INF32), inf_bits, r)
     r = U.sel(U.ult(_INF32, a), _NAN32, r)
-    if not general:
+    if steps == 0:
         return U.or_(r, U.and_(u, 0x80000000))
-    r = U.sel(negative & (not U.ult(a, neg_nan_from)), _NAN32, r)     # unsigned formats
+    if steps == 2:                                 # unsigned: no sign, NaN for a negative input
+        return U.sel(negative & (not U.ueq(a, 0)), _NAN32, r)
     signed = U.ult(U.sub(r, sign_lo), sign_span)   # fnuz: not on zero or NaN
-    return U.or_(r, U.sel(signed, U.and_(u, sign_mask), 0))
+    return U.or_(r, U.sel(signed, U.and_(u, 0x80000000), 0))
 
 
 @njit(inline="always")
@@ -547,8 +563,8 @@ def _f32_round_plan(fmt: Format, rounding: Rounding, overflow: Overflow, subnorm
                     sr_bits: int):
     """(kernels, constants) of the float32 round kernels for one policy (everything but the seed).
 
-    The kernel is ``general`` where the format or policy needs DAZ, flushing, a floor for formats
-    without zero, unsigned or fnuz sign rules; the common case compiles without those steps."""
+    The kernel has the general ``steps`` where the format or policy needs DAZ, flushing, a floor for
+    formats without zero, unsigned or fnuz sign rules; the common case compiles without them."""
     spec = RoundSpec(fmt, rounding, overflow, subnormals, flush_inputs, None, sr_bits)
     m, emin = fmt.mantissa_bits, fmt.emin
     q = emin - m
@@ -557,7 +573,7 @@ def _f32_round_plan(fmt: Format, rounding: Rounding, overflow: Overflow, subnorm
     keep_min, floor_bits, max_bits, over_pos, over_neg, inf_bits, zero_bits = (
         _bits32(v) for v in (fmin_keep, floor_val, fmax, over_pos, over_neg, inf_val, zero_val))
     # m = 0 at emin = -126 cuts at the implicit bit, which float32 subnormals lack: the tiny path decides those
-    kind = _FIXED if emin == -126 and m else (_ABOVE if emin >= -126 else _BELOW)
+    kind = _FIXED if emin == -126 and m else (_ABOVE if emin >= -126 else (_TWO_SHIFTS if emin == -127 else _BELOW))
     mode = _MODES[rounding]
     qbits = _bits32(2.0 ** q)
     half = _bits32(2.0 ** (q - 1)) if q - 1 >= -149 else 0
@@ -565,13 +581,17 @@ def _f32_round_plan(fmt: Format, rounding: Rounding, overflow: Overflow, subnorm
     th = {0: (half, half), 1: (max(half - 1, 0),) * 2, 3: (0, 0xFFFFFFFF), 4: (0xFFFFFFFF, 0), 5: (0, 0)}
     th_pos, th_neg = th.get(mode, (0xFFFFFFFF, 0xFFFFFFFF))
     general = bool(flush_inputs or keep_min or not fmt.has_zero or unsigned or fnuz)
-    key = (mode, kind, general, rounding is Rounding.SR and sr_bits < 23)
+    steps = (_GENERAL_UNSIGNED if unsigned else _GENERAL) if general else _PLAIN
+    keep_min = max(keep_min, 0 if fmt.has_zero else 1)          # where the flush or the floor applies
+    short = 0 if rounding is not Rounding.SR or sr_bits == 64 else (1 if sr_bits >= 23 else 2)
+    f_lo = 0x800000 if q > -62 and kind == _ABOVE else 0      # float32 subnormals are below 2^(q-64)
+    key = (mode, kind, steps, short)
     u32 = np.uint32
-    c = (u32(23 - m), u32(emin + 127 if kind == _ABOVE else 0), u32(emin + 276 if kind == _BELOW else 0),
+    sub_shift = emin + 276 if kind == _BELOW else (22 - m if kind == _TWO_SHIFTS else 0)
+    c = (u32(23 - m), u32(emin + 127 if kind == _ABOVE else 0), u32(sub_shift),
          u32(127 + m), u32(qbits), u32(th_pos), u32(th_neg), u32(flush_bits), u32(keep_min), u32(floor_bits),
          u32(max_bits), u32(over_pos), u32(over_neg), u32(inf_bits), u32(zero_bits), u32(sr_bits),
-         u32(1 if unsigned else 0x80000000), u32(0 if unsigned else 0x80000000), u32(1 if fnuz else 0),
-         u32(_INF32 if fnuz else 0xFFFFFFFF),
+         u32(1 if fnuz else 0), u32(_INF32 if fnuz else 0xFFFFFFFF), u32(f_lo), u32(qbits - f_lo),
          np.uint64(((1 << 64) - 1) ^ ((1 << (64 - sr_bits)) - 1)), np.float64(2.0 ** (64 - q)))
     return _f32_round_kernels(key), c
 
