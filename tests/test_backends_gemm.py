@@ -11,6 +11,7 @@ blocks from -0 added in order; C + r at the end) and share nothing with the kern
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import platform
@@ -64,19 +65,30 @@ def oracle(a: np.ndarray, b: np.ndarray, c: np.ndarray, spec: MatmulSpec) -> np.
         return rounded_sum(acc, products(a[:, k], b[k], spec), F)
 
     neg_zero = np.full((M, N), -0.0)
+
+    def interleaved(ks, w):                              # from -0: s[j] owns ks[j], ks[j+w], ...; tail into s0
+        full = len(ks) - len(ks) % w
+        s = [neg_zero] * w
+        for i in range(full):
+            s[i % w] = step(s[i % w], ks[i])
+        for k in ks[full:]:
+            s[0] = step(s[0], k)
+        r = s[0]
+        for i in range(1, w):
+            r = rounded_sum(r, s[i], F)
+        return r
+
     kind, w = spec.order.kind, spec.order.width
     if kind == "sequential":
         acc = c.copy()
         for k in range(K):
             acc = step(acc, k)
         return acc
-    if kind == "blocked":
+    if kind == "blocked":                                # blocks from -0 (plain, or interleaved(v) inside)
+        v = (spec.order.parts[0].width or 1) if spec.order.parts else 1
         acc = c.copy()
         for k0 in range(0, K, w):
-            blk = neg_zero
-            for k in range(k0, min(k0 + w, K)):
-                blk = step(blk, k)
-            acc = rounded_sum(acc, blk, F)
+            acc = rounded_sum(acc, interleaved(list(range(k0, min(k0 + w, K))), v), F)
         return acc
     full = K - K % w
     s = [neg_zero] * w
@@ -368,3 +380,93 @@ def test_composite_orders_as_tiled_gemms_over_k_ranges(K, name):
     want = pl.matmul(a, b, spec, c=c, backend="numpy")
     got = pl.matmul(a, b, spec, c=c, backend="numba")
     assert np.array_equal(bits(got), bits(want))
+
+
+# ---- blocked(kc, interleaved(w)) in one GEMM; flush-to-zero fp32 accumulators -----------------------------
+
+@contextlib.contextmanager
+def gemm_calls():
+    """The order argument of every _gemm.gemm call made inside the block."""
+    calls = []
+    real = _gemm.gemm
+
+    def counting(*args, **kwargs):
+        calls.append(args[4])
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_gemm, "gemm", counting)
+        yield calls
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=st.sampled_from([("fp32", "bf16", None), ("fp32", "fp32", "fp32"), ("fp32", "fp16", None)]),
+       kc=st.integers(1, 40), v=st.integers(1, 5), M=st.integers(1, 11), N=st.integers(1, 37), K=st.integers(0, 130),
+       profile=PROFILES, seed=st.integers(0, 2**32 - 1))
+def test_blocked_interleaved_runs_in_one_gemm_as_the_oracle(model, kc, v, M, N, K, profile, seed):
+    """Blocks shorter than v, a last short block and tails inside blocks, against the oracle's words."""
+    spec = spec_of(model, f"blocked({kc},interleaved({v}))")
+    a, b, c = operands(np.random.default_rng(seed), M, N, K, model[1], model[0], profile)
+    with gemm_calls() as calls:
+        got = pl.matmul(a, b, spec, c=c, backend="numba")
+    assert calls == (["blocked"] if K else [])
+    assert np.array_equal(bits(got), bits(expected(a, b, c, spec)))
+
+
+def flushing(order: str, fmt: str = "bf16") -> MatmulSpec:
+    return MatmulSpec(a_format=fmt, accumulator="fp32", accumulator_subnormals=False, order=order,
+                      output_format="fp32")
+
+
+def test_flush_cannot_fire_at_its_boundary():
+    """Products of A's and B's smallest quanta at 2^-126 cannot give a subnormal; at 2^-127 they can."""
+    z = np.zeros((1, 1, 1), np.float32)
+    one = np.ones((1, 1, 1), np.float32)
+    for qa, qb, want in [(-63, -63, True), (-63, -64, False), (-126, 0, True), (-127, 0, False)]:
+        a = np.full((1, 1, 2), 2.0 ** (qa + 23), np.float32)        # exponent qa + 23: quantum 2^qa
+        b = np.full((1, 2, 1), 2.0 ** (qb + 23), np.float32)
+        assert nbk._flush_cannot_fire(a, b, z) is want, (qa, qb)
+    assert nbk._flush_cannot_fire(z, z, z) and nbk._flush_cannot_fire(one, one, np.zeros((1, 1, 1), np.float32))
+    sub = np.full((1, 1, 1), 2.0**-130, np.float32)                 # a subnormal C, or a subnormal operand
+    assert not nbk._flush_cannot_fire(one, one, sub)
+    assert not nbk._flush_cannot_fire(sub, one, z)                  # quantum 2^-149 times 2^-23
+    wide = np.broadcast_to(np.array([1.0, 2.0**-127], np.float32), (1, 4, 2))    # C as a broadcast view
+    assert not nbk._flush_cannot_fire(one, one, wide)
+    assert nbk._flush_cannot_fire(one, one, np.broadcast_to(np.float32(1.0), (1, 4, 2)))
+
+
+@pytest.mark.parametrize("order", ["sequential", "group(blocked(32,interleaved(2)))",
+                                   "split(2,blocked(32,interleaved(2)),sequential)", "interleaved(4)"])
+def test_flushing_accumulators_use_the_tiled_kernels_only_where_no_flush_can_fire(order):
+    rng = np.random.default_rng(5)
+    spec = flushing(order)
+    keep = dataclasses.replace(spec, accumulator_subnormals=True)
+    a = rng.standard_normal((9, 70)).astype(np.float32)
+    b = rng.standard_normal((70, 21)).astype(np.float32)
+    with gemm_calls() as calls:
+        got = pl.matmul(a, b, spec, backend="numba")
+    assert calls, "the tiled kernels ran"
+    assert np.array_equal(bits(got), bits(pl.matmul(a, b, spec, backend="numpy")))
+    # tiny operands whose products and sums are subnormal: the flush changes the result, so the step-by-step path
+    tiny_a, tiny_b = (a * np.float32(2.0**-60)), (b * np.float32(2.0**-70))
+    with gemm_calls() as calls:
+        got = pl.matmul(tiny_a, tiny_b, spec, backend="numba")
+    want = pl.matmul(tiny_a, tiny_b, spec, backend="numpy")
+    assert not calls
+    assert np.array_equal(bits(got), bits(want))
+    assert not np.array_equal(bits(want), bits(pl.matmul(tiny_a, tiny_b, keep, backend="numpy")))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.sampled_from(["sequential", "group(blocked(8,interleaved(2)))", "blocked(5)", "lanes(4)"]),
+       M=st.integers(1, 6), N=st.integers(1, 20), K=st.integers(0, 40), ea=st.integers(-90, 0), eb=st.integers(-90, 0),
+       fmt=st.sampled_from(["bf16", "fp32"]), seed=st.integers(0, 2**32 - 1), with_c=st.booleans())
+def test_flushing_accumulators_equal_the_reference(order, M, N, K, ea, eb, fmt, seed, with_c):
+    """Operand scales on both sides of the no-flush condition, C with tiny values or none."""
+    rng = np.random.default_rng(seed)
+    spec = flushing(order, fmt)
+    a = pl.round(rng.standard_normal((M, K)) * 2.0**ea, fmt, backend="numpy").astype(np.float32)
+    b = pl.round(rng.standard_normal((K, N)) * 2.0**eb, fmt, backend="numpy").astype(np.float32)
+    c = (rng.standard_normal((M, N)) * 2.0 ** rng.integers(-140, 0)).astype(np.float32) if with_c else None
+    got = pl.matmul(a, b, spec, c=c, backend="numba")
+    assert np.array_equal(bits(got), bits(pl.matmul(a, b, spec, c=c, backend="numpy")))

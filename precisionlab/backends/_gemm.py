@@ -64,16 +64,23 @@ def tile_shape(kind: str) -> tuple[int, int]:
     return mr, v * nv
 
 
+def _lanes_first(K: int, width: int) -> np.ndarray:
+    full = K - K % width
+    lanes = np.arange(full, dtype=np.int64).reshape(-1, width).T.reshape(-1)
+    return np.concatenate([lanes, np.arange(full, K, dtype=np.int64)])
+
+
 @functools.lru_cache(maxsize=64)
-def lane_permutation(K: int, kind: str, width: int) -> np.ndarray:
+def lane_permutation(K: int, kind: str, width: int, inner: int = 1) -> np.ndarray:
     """The packing order of K (read-only): identity, or each lane's ks (j, j+w, ... below full) lane by lane,
-    then the tail."""
-    if kind not in ("interleaved", "lanes"):
-        perm = np.arange(K, dtype=np.int64)
+    then the tail; for ``blocked`` with an ``inner`` interleaving, that order within each block."""
+    if kind in ("interleaved", "lanes"):
+        perm = _lanes_first(K, width)
+    elif kind == "blocked" and inner > 1:
+        perm = np.concatenate([k0 + _lanes_first(min(width, K - k0), inner) for k0 in range(0, K, width)]
+                              + [np.zeros(0, np.int64)])
     else:
-        full = K - K % width
-        lanes = np.arange(full, dtype=np.int64).reshape(-1, width).T.reshape(-1)
-        perm = np.concatenate([lanes, np.arange(full, K, dtype=np.int64)])
+        perm = np.arange(K, dtype=np.int64)
     perm.flags.writeable = False
     return perm
 
@@ -350,7 +357,7 @@ def _make_driver(kind: str):
     dtype = np.float64 if kind.startswith("rne64") else np.float32
 
     @njit(parallel=True, cache=True)
-    def driver(ap, bp, c, out, M, N, K, order, width, rc, counter, chunk, workers):
+    def driver(ap, bp, c, out, M, N, K, order, width, inner, rc, counter, chunk, workers):
         nb = c.shape[0]
         n_mp = (M + MR - 1) // MR
         n_np = (N + NR - 1) // NR
@@ -387,9 +394,21 @@ def _make_driver(kind: str):
                     if order == 0:
                         if K > 0:
                             steps(tile, 0, ap, a0, bp, b0, K, rc)
-                    elif order == 4:
-                        for k0 in range(0, K, width):
-                            new(acc, 0, ap, a0 + k0 * MR, bp, b0 + k0 * NR, min(width, K - k0), rc)
+                    elif order == 4:                    # blocked: each block from -0 (interleaved(inner)
+                        for k0 in range(0, K, width):   # within it: s0 with the block's tail, + s1 + ...)
+                            length = min(width, K - k0)
+                            lseg = length // inner
+                            a1, b1 = a0 + k0 * MR, b0 + k0 * NR
+                            if lseg == 0 or inner == 1:
+                                new(acc, 0, ap, a1, bp, b1, length, rc)
+                            else:
+                                new(acc, 0, ap, a1, bp, b1, lseg, rc)
+                                if length > lseg * inner:
+                                    steps(acc, 0, ap, a1 + lseg * inner * MR, bp, b1 + lseg * inner * NR,
+                                          length - lseg * inner, rc)
+                                for lane in range(1, inner):
+                                    new(acc, T, ap, a1 + lane * lseg * MR, bp, b1 + lane * lseg * NR, lseg, rc)
+                                    add_tile(acc, 0, acc, T, rc)
                             add_tile(tile, 0, acc, 0, rc)
                     elif seg == 0:                      # K < w: every lane is -0 and x + -0 == x: the tail is r
                         new(acc, 0, ap, a0, bp, b0, K, rc)
@@ -487,15 +506,16 @@ def _panels(which: int, size: int, dtype) -> np.ndarray:
 
 
 def gemm(kind: str, a: np.ndarray, b: np.ndarray, c: np.ndarray, order: str, width: int, rc: np.ndarray,
-         threads_for) -> np.ndarray:
-    """``C + A·B`` (a (nb, M, K), b (nb, K, N), c (nb, M, N)) with ``kind`` steps in ``order`` of ``width``;
-    returns (nb, M, N) float32 (every kind's values fit float32).  ``threads_for(ns)``: the context that
-    picks the thread count for a kernel of that much single-thread work."""
+         threads_for, inner: int = 1) -> np.ndarray:
+    """``C + A·B`` (a (nb, M, K), b (nb, K, N), c (nb, M, N)) with ``kind`` steps in ``order`` of ``width``
+    (``blocked``: each block summed in ``interleaved(inner)``, plain for inner = 1); returns (nb, M, N)
+    float32 (every kind's values fit float32).  ``threads_for(ns)``: the context that picks the thread
+    count for a kernel of that much single-thread work."""
     MR, NR = tile_shape(kind)
     nb, M, K = a.shape
     N = b.shape[2]
     dtype = np.float64 if kind.startswith("rne64") else np.float32
-    perm = lane_permutation(K, order, width)
+    perm = lane_permutation(K, order, width, inner)
     ap = _panels(0, nb * -(-M // MR) * K * MR, dtype)
     bp = _panels(1, nb * -(-N // NR) * K * NR, dtype)
     out = np.empty((nb, M, N), np.float32)
@@ -509,5 +529,6 @@ def gemm(kind: str, a: np.ndarray, b: np.ndarray, c: np.ndarray, order: str, wid
         workers = numba.get_num_threads()
         tile_ns = cost * MR * NR * max(K, 1)
         chunk = max(1, min(int(20_000 / tile_ns), n_tiles // (4 * workers)))     # about 20 us of work each
-        _DRIVERS[kind](ap, bp, c, out, M, N, K, ORDERS[order], width, rc, np.zeros(1, np.int64), chunk, workers)
+        _DRIVERS[kind](ap, bp, c, out, M, N, K, ORDERS[order], width, inner, rc, np.zeros(1, np.int64), chunk,
+                       workers)
     return out

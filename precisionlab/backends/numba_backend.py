@@ -1376,7 +1376,8 @@ def _gemm_plan(spec) -> tuple[str, np.ndarray] | None:
     promotion, an order other than ``pairwise``."""
     fmts = (spec.a_format, spec.effective_b_format, spec.effective_c_format)
     if not (spec.step == "ieee" and spec.step_rounding is Rounding.RNE and spec.accumulator_subnormals
-            and not spec.promotes and spec.order.kind in _gemm.ORDERS and all(fits_float32(f) for f in fmts)):
+            and not spec.promotes and spec.order.kind in _gemm.ORDERS and not spec.order.parts
+            and all(fits_float32(f) for f in fmts)):
         return None
     acc = spec.accumulator
     if acc == _FP32:
@@ -1472,6 +1473,10 @@ def _tiled_sum(a, b, acc, order, k0, k1, plan):
         head = k0 + (k1 - k0) // w * w
         acc = _tiled_sum(a, b, acc, order.parts[0], k0, head, plan)
         return _tiled_sum(a, b, acc, order.parts[1], head, k1, plan)
+    inner = order.parts[0]
+    if not inner.parts and inner.kind in ("sequential", "interleaved"):  # blocked(kc, interleaved(w)): one GEMM
+        return _gemm.gemm(kind, np.ascontiguousarray(a[:, :, k0:k1]), np.ascontiguousarray(b[:, k0:k1, :]), acc,
+                          "blocked", w, constants, _threads_for, inner.width or 1)
     for start in range(k0, k1, w):                                   # blocked(kc, inner)
         acc = acc + _tiled_sum(a, b, np.full(acc.shape, -0.0, np.float32), order.parts[0], start,
                                min(start + w, k1), plan)
@@ -1487,11 +1492,61 @@ def _matmul_composite_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.n
     return _round_output(_tiled_sum(a, b, acc, spec.order, 0, a.shape[2], plan), spec, seed)
 
 
+# ---- flush-to-zero accumulators ------------------------------------------------------------
+# An fp32 accumulator that flushes subnormal results (accumulator_subnormals=False: AMX, YNNPACK,
+# CDNA) flushes nothing when every value the accumulation adds is an integer multiple of 2^-126:
+# products, sums, and their fp32 roundings then stay multiples of 2^-126 (a multiple below 2^-102
+# is a float32 value, so rounding keeps it; above, float32's grid is itself coarser), and a nonzero
+# multiple of 2^-126 is normal.  A float32 value with exponent field f is a multiple of 2^(max(f,1)-150),
+# so the condition holds when the smallest such power over the nonzero elements of A, plus that of
+# B, is at least -126, and that of C too.  Then the spec keeping subnormals gives the same bits and
+# runs in the tiled kernels; otherwise the order program flushes step by step.
+
+@njit(cache=True)
+def _min_quantum(x):
+    """min over nonzero elements of float32 bits ``x`` of max(f, 1) - 150 (f: the exponent field);
+    105 when every element is zero."""
+    U.prefer_wide_vectors()
+    lo = np.uint32(255)
+    for i in range(x.size):
+        v = U.and_(x[i], 0x7FFFFFFF)
+        f = U.shr(v, 23)
+        key = U.sel(U.ueq(v, 0), 255, U.sel(U.ueq(f, 0), 1, f))
+        lo = U.sel(U.ult(key, lo), key, lo)
+    return np.int64(lo) - 150
+
+
+def _distinct(c: np.ndarray) -> np.ndarray:
+    """The elements of ``c`` without the repeats of its broadcast (zero-stride) axes, contiguous."""
+    return np.ascontiguousarray(c[tuple(slice(None) if st else slice(0, 1) for st in c.strides)])
+
+
+def _flush_cannot_fire(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
+    if not all(x.dtype == np.float32 for x in (a, b, c)):
+        return False
+    q = [_min_quantum(np.ascontiguousarray(x).reshape(-1).view(np.uint32)) for x in (a, b)]
+    return q[0] + q[1] >= -126 and _min_quantum(_distinct(c).reshape(-1).view(np.uint32)) >= -126
+
+
+@functools.lru_cache(maxsize=256)
+def _keeping_subnormals(spec):
+    """``spec`` with an fp32 accumulator that keeps subnormals, where the tiled kernels run that one."""
+    if spec.accumulator != _FP32 or spec.accumulator_subnormals or spec.step != "ieee" or spec.stochastic:
+        return None
+    keep = dataclasses.replace(spec, accumulator_subnormals=True)
+    tiled = _composite_plan(keep) if keep.order.parts else _gemm_plan(keep)
+    return keep if tiled is not None else None
+
+
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
                   b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
     """The kernel interface of the NumPy reference (same arguments, same bits)."""
     from . import numba_program
 
+    keep = _keeping_subnormals(spec)
+    if keep is not None and spec.scale_at == "operands" and a_scale is None and b_scale is None \
+            and _flush_cannot_fire(a, b, c):
+        spec = keep
     composite = _composite_plan(spec) if spec.scale_at == "operands" else None
     if composite is not None:
         return _matmul_composite_tiled(a, b, c, a_scale, b_scale, spec, seed, composite)
