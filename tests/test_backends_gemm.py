@@ -470,3 +470,35 @@ def test_flushing_accumulators_equal_the_reference(order, M, N, K, ea, eb, fmt, 
     c = (rng.standard_normal((M, N)) * 2.0 ** rng.integers(-140, 0)).astype(np.float32) if with_c else None
     got = pl.matmul(a, b, spec, c=c, backend="numba")
     assert np.array_equal(bits(got), bits(pl.matmul(a, b, spec, c=c, backend="numpy")))
+
+
+@pytest.mark.parametrize("product_format", ["fp32", None])
+@pytest.mark.parametrize("scales", [(0.5, 1.5), (0.1, 7.7), (3e-38, 2.0**-30), (1e30, 1e10), (1.0, None),
+                                    (np.float64(0.1), 2.0)])
+def test_per_tensor_scales_on_the_products_in_the_tiled_kernel(product_format, scales):
+    """scale_at="products" (torch._scaled_mm on CPU): the product, times sa, times sb, each rounded to fp32.
+    float32 scales run in the tiled kernel; a scale that is not a float32 value runs in the reference."""
+    spec = dataclasses.replace(pl.get_preset("torch_cpu_scaled_mm"), product_format=product_format)
+    rng = np.random.default_rng(len(str(scales)))
+    a = pl.round(rng.standard_normal((2, 13, 70)) * 30, "e4m3").astype(np.float32)
+    b = pl.round(rng.standard_normal((2, 70, 35)) * 30, "e4m3").astype(np.float32)
+    a[0, 0, :2] = [np.inf, 448.0]
+    sa, sb = (np.float32(s) if isinstance(s, float) else s for s in scales)
+    if sb is None:
+        sb = np.float32(1.0)
+    with gemm_calls() as calls:
+        got = pl.matmul(a, b, spec, a_scale=sa, b_scale=sb, backend="numba")
+    want = pl.matmul(a, b, spec, a_scale=sa, b_scale=sb, backend="numpy")
+    assert np.array_equal(bits(got), bits(want))
+    assert bool(calls) == (np.float32(sa) == sa)
+    if scales == (1e30, 1e10):
+        assert not np.isfinite(want).all()              # products overflow to ±Inf (their sums: NaN)
+
+
+def test_times_fp32_rounds_the_exact_product_once():
+    """3 · s where 3s is an fp32 midpoint plus 2^-60: a float64 product would round to the midpoint, then to even."""
+    s = np.array([(1 + 2.0**-24 + 2.0**-60) / 3])
+    got = nbk._times_fp32(np.array([3.0], np.float32), s)
+    exact = Fraction(3) * Fraction(float(s[0]))
+    assert exact > 1 + Fraction(1, 2**24)
+    assert got[0] == np.float32(1 + 2.0**-23) and got.dtype == np.float32

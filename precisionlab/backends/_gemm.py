@@ -8,7 +8,9 @@ innermost, and every element steps through the same k in the reference's order. 
 * ``fp32`` accumulator, RNE, subnormals: ``fl(acc + a·b)`` with an exact product is one float32 FMA
   (a single rounding of the exact sum; IEEE signed zeros, Inf and NaN), and with
   ``product_format=fp32`` a float32 multiply then a float32 add (two roundings; the IR has no
-  fast-math flags, so LLVM never contracts them).  Kinds ``fma32`` and ``mul_add32``.
+  fast-math flags, so LLVM never contracts them).  Kinds ``fma32`` and ``mul_add32``; ``scaled32`` is
+  ``mul_add32`` with the product times two per-tensor scales in between (``scale_at="products"``: three
+  float32 multiplies, each rounded, then the add), the scales' float32 bits in ``rc[0]`` and ``rc[1]``.
 * a narrower IEEE-like accumulator F (fp16, bf16, ...) with RNE: the step is computed in float64,
   ``s = RN53(acc + a·b)`` (the product is exact), then ``s`` is rounded to F by one more float64
   addition and subtraction (see :func:`_round_f64`).  That double rounding equals the single rounding
@@ -51,7 +53,8 @@ _BYTES = 64 if _AVX512 else 32                     # vector register width
 #: (16 zmm accumulators), 6 x 16 on AVX2 (12 ymm); float64: 4 x 2 vectors, leaving registers for the
 #: rounding's temporaries.
 _SHAPES = {"fma32": (8 if _AVX512 else 6, _BYTES // 4, 2), "mul_add32": (8 if _AVX512 else 6, _BYTES // 4, 2),
-           "rne64": (4, _BYTES // 8, 2), "rne64_odd": (4, _BYTES // 8, 2)}
+           "scaled32": (8 if _AVX512 else 6, _BYTES // 4, 2), "rne64": (4, _BYTES // 8, 2),
+           "rne64_odd": (4, _BYTES // 8, 2)}
 KINDS = tuple(_SHAPES)
 
 #: Order kinds these kernels run, numbered as the driver reads them.
@@ -232,8 +235,11 @@ def _tile_kernel(kind: str, from_zero: bool, add_into: bool = False):
             aptr = context.make_array(signature.args[2])(context, builder, a_v).data
             bptr = context.make_array(signature.args[4])(context, builder, b_v).data
             g = _IR(builder, V, double)
-            rc = _splat_constants(g, context.make_array(signature.args[7])(context, builder, rc_v).data) \
-                if double else None
+            rc_ptr = context.make_array(signature.args[7])(context, builder, rc_v).data
+            rc = _splat_constants(g, rc_ptr) if double else None
+            if kind == "scaled32":                   # the two scales' float32 bits, in rc[0] and rc[1]
+                scale_a, scale_b = (g.splat(builder.bitcast(builder.trunc(builder.load(builder.gep(
+                    rc_ptr, [g.const(i)])), ir.IntType(32)), g.f)) for i in range(2))
             if from_zero:
                 zero = ir.Constant(g.vt, [ir.Constant(g.f, -0.0)] * V)
                 acc0 = [[zero] * NV for _ in range(MR)]
@@ -267,6 +273,9 @@ def _tile_kernel(kind: str, from_zero: bool, add_into: bool = False):
                         row.append(g.fma(xs, bv[v], s))
                     elif kind == "mul_add32":
                         row.append(builder.fadd(s, builder.fmul(xs, bv[v])))
+                    elif kind == "scaled32":
+                        p = builder.fmul(builder.fmul(builder.fmul(xs, bv[v]), scale_a), scale_b)
+                        row.append(builder.fadd(s, p))
                     elif kind == "rne64":
                         row.append(_round_f64(g, g.fma(xs, bv[v], s), rc))
                     else:                            # TwoSum of acc and the exact product, then odd, then F

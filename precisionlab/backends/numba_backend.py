@@ -1538,6 +1538,45 @@ def _keeping_subnormals(spec):
     return keep if tiled is not None else None
 
 
+# ---- per-tensor scales on the products ---------------------------------------------------------------
+# scale_at="products" multiplies each (fp32) product by its A scale, then its B scale, each rounded to
+# fp32 (torch._scaled_mm on CPU).  With one float32 scale per operand that is three float32 multiplies
+# and the add in the tiled kernels (kind scaled32); other scales run in the reference.
+
+def _products_fit_fp32(fa: Format, fb: Format) -> bool:
+    """Whether float32 holds every product of two values of ``fa`` and ``fb`` exactly (a multiply is exact)."""
+    quantum = (fa.emin - fa.mantissa_bits) + (fb.emin - fb.mantissa_bits)       # of the smallest product
+    return (fa.mantissa_bits + fb.mantissa_bits + 2 <= 24 and quantum >= -149
+            and fa.max * fb.max <= float(np.finfo(np.float32).max))
+
+
+@functools.lru_cache(maxsize=256)
+def _scaled_products_tiled(spec) -> bool:
+    if spec.scale_at != "products":
+        return False
+    plan = _gemm_plan(spec)
+    if plan is None:
+        return False
+    return plan[0] == "mul_add32" or (plan[0] == "fma32" and _products_fit_fp32(spec.a_format,
+                                                                                spec.effective_b_format))
+
+
+def _one_float32(scale: np.ndarray | None) -> float | None:
+    """The scale's one value where every element holds the same float32 value (None: scale 1), else None."""
+    if scale is None:
+        return 1.0
+    s = scale.flat[0] if scale.size else 1.0
+    return float(s) if np.float32(s) == s and bool((scale == s).all()) else None
+
+
+def _matmul_scaled_products(a, b, c, scales, spec, seed) -> np.ndarray:
+    rc = np.zeros(5, np.int64)
+    rc[:2] = np.array(scales, np.float32).view(np.uint32)
+    out = _gemm.gemm("scaled32", np.ascontiguousarray(a), np.ascontiguousarray(b), np.broadcast_to(c, c.shape),
+                     spec.order.kind, spec.order.width or 1, rc, _threads_for)
+    return _round_output(out, spec, seed)
+
+
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
                   b_scale: np.ndarray | None, spec, seed: int | None) -> np.ndarray:
     """The kernel interface of the NumPy reference (same arguments, same bits)."""
@@ -1547,6 +1586,10 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
     if keep is not None and spec.scale_at == "operands" and a_scale is None and b_scale is None \
             and _flush_cannot_fire(a, b, c):
         spec = keep
+    if _scaled_products_tiled(spec):
+        scales = [_one_float32(s) for s in (a_scale, b_scale)]
+        if None not in scales:
+            return _matmul_scaled_products(a, b, c, scales, spec, seed)
     composite = _composite_plan(spec) if spec.scale_at == "operands" else None
     if composite is not None:
         return _matmul_composite_tiled(a, b, c, a_scale, b_scale, spec, seed, composite)
@@ -1609,22 +1652,39 @@ def _matmul_rows(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarra
     return _round_output(np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N], spec, seed)
 
 
+@intrinsic
+def _fma64(typingctx, a, b, c):
+    """float64 fused multiply-add, one rounding (llvm.fma.f64)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(args[0], args[1], args[2])
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def _times_fp32_kernel(x, s, out):
+    for i in prange(x.size):
+        xi = np.float64(x[i])
+        p = xi * s[i]
+        err = _fma64(xi, s[i], -p)                   # exact: x·s = p + err (TwoProduct)
+        u = _f64_bits(p)
+        if err != 0.0 and (u & np.uint64(1)) == 0 and np.isfinite(p):      # to odd, toward x·s
+            p = _bits_f64(u + np.uint64(1) if (err > 0.0) == (p > 0.0) else u - np.uint64(1))
+        out[i] = np.float32(p)                       # then RNE to fp32 (subnormals, overflow to Inf)
+
+
 def _times_fp32(x: np.ndarray, s: np.ndarray) -> np.ndarray:
     """fp32(x · s) with one rounding, as the reference: the float64 product rounded to odd (its last bit
-    records whether the exact product was cut; Dekker's exact product error), then fp32 RNE.  A plain
-    float64 product would round twice when x·s needs more than 53 bits (a long float64 scale)."""
-    x, s = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(s, np.float64))
-    p = x * s
-    with np.errstate(invalid="ignore", over="ignore"):
-        xh = (134217729.0 * x) - ((134217729.0 * x) - x)
-        sh = (134217729.0 * s) - ((134217729.0 * s) - s)
-        xl, sl = x - xh, s - sh
-        err = ((xh * sh - p) + xh * sl + xl * sh) + xl * sl
-    u = p.view(np.int64)
-    need = (err != 0) & ((u & 1) == 0) & np.isfinite(p) & np.isfinite(err)
-    step = np.where((err > 0) == (p > 0), 1, -1)
-    p = np.where(need, (u + step).view(np.float64), p)
-    return round_values(p.reshape(-1), RoundSpec(_FP32), 0).reshape(p.shape)
+    records whether the exact product was cut), then RNE to fp32 -- one rounding of the exact product, as
+    53 >= 24 + 2.  A plain float64 product would round twice when x·s needs more than 53 bits (a long
+    float64 scale).  Same dtype as ``x`` (float32 or float64)."""
+    x, s = np.broadcast_arrays(x, np.asarray(s, np.float64))
+    xc, sc = np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(s).reshape(-1)
+    out = np.empty(xc.size, np.float32)
+    with _threads_for(2.0 * xc.size):
+        _times_fp32_kernel(xc, sc, out)
+    return out.reshape(x.shape).astype(x.dtype, copy=False)
 
 
 def _scaled_operands(a, b, c, a_scale, b_scale, spec):
