@@ -192,20 +192,27 @@ def check_input_dtype(fmt: Format, dtype: np.dtype, arg: str = "x") -> None:
         raise ValueError(f"format={fmt.name!r} has results that float32 cannot hold; pass {arg} as float64")
 
 
-def _prepare(x: Any, spec: RoundSpec) -> np.ndarray:
+def _prepare(x: Any, spec: RoundSpec, backend: str):
+    """The validated, C-contiguous input and the backend kernel module for it."""
+    from .backends import select_backend
+
     xp = _float_input(x)
     if spec.via == "fp32" and xp.dtype == np.float64:
         xp = xp.astype(np.float32).astype(np.float64)
     check_input_dtype(spec.format, xp.dtype)
+    xp = ascontiguous(xp).reshape(xp.shape)      # ascontiguousarray makes 0-d arrays 1-d
+    kernel = select_backend(backend, xp)
     if spec.format.nan == "none" and xp.size:
-        # one reduction each (max and min propagate NaN); the element-wise search only to name the first
-        if np.isnan(xp.max()):
+        # one read each (a backend's any_nan, or max and min, which propagate NaN); the element-wise
+        # search only to name the first offender
+        any_nan = getattr(kernel, "any_nan", None)
+        if any_nan(xp.reshape(-1)) if any_nan else np.isnan(xp.max()):
             _reject(np.isnan(xp), "NaN", spec.format, "replace NaNs before rounding")
         least = spec.format.smallest_normal if spec.flush_inputs else 0     # negatives of smaller size are 0
         if not spec.format.signed and (xp.min() <= -least if least else xp.min() < 0):
             _reject(np.signbit(xp) & (np.abs(xp) >= least) & (xp != 0), "a negative value", spec.format,
                     "it is unsigned")
-    return ascontiguous(xp).reshape(xp.shape)    # ascontiguousarray makes 0-d arrays 1-d
+    return xp, kernel
 
 
 def _reject(where: np.ndarray, what: str, fmt: Format, hint: str) -> None:
@@ -227,15 +234,12 @@ def round(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow:
     into (and return), as NumPy ufuncs take; ``out=x`` rounds in place.  It saves the
     allocation, which for large arrays costs as much as the rounding itself.
     """
-    from .backends import select_backend
-
     spec = _round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
-    xp = _prepare(x, spec)
+    xp, kernel = _prepare(x, spec, backend)
     if out is not None:
         _check_out(out, xp)
         if np.may_share_memory(out, xp) and not (out.ctypes.data == xp.ctypes.data and out.strides == xp.strides):
             xp = xp.copy()          # a partial overlap: the kernels read and write element by element
-    kernel = select_backend(backend, xp)
     if out is None:
         return kernel.round_values(xp.reshape(-1), spec, 0).reshape(xp.shape)
     kernel.round_values(xp.reshape(-1), spec, 0, out=out.reshape(-1))
@@ -260,11 +264,8 @@ def encode(x: Any, fmt: str | Format, rounding: str | Rounding = "rne", overflow
 
     NaN becomes the canonical quiet NaN code (keeping the sign where the format has one).
     """
-    from .backends import select_backend
-
     spec = _round_spec(fmt, rounding, overflow, subnormals, flush_inputs, seed, sr_bits, via)
-    xp = _prepare(x, spec)
-    kernel = select_backend(backend, xp)
+    xp, kernel = _prepare(x, spec, backend)
     return kernel.encode_values(xp.reshape(-1), spec, 0).reshape(xp.shape)
 
 

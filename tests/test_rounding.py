@@ -206,6 +206,15 @@ def test_formats_without_nan_reject_nan(name, backend):
     for policy in POLICIES:
         r = pl.round(np.array([np.inf, -np.inf], np.float32), name, overflow=policy, backend=backend)
         assert r.tolist() == [pl.get_format(name).max, -pl.get_format(name).max]
+    # one NaN anywhere in a large array (the numba backend's check reads it on its threads), float32 and float64
+    for dtype in (np.float32, np.float64):
+        big = np.full(300_001, np.inf, dtype)
+        assert np.all(np.abs(pl.round(big, name, backend=backend)) == pl.get_format(name).max)
+        for where in (0, 150_000, 300_000):
+            big[where] = np.nan
+            with pytest.raises(ValueError, match=rf"NaN \(first at index \({where},\)\)"):
+                pl.round(big, name, backend=backend)
+            big[where] = -np.inf
 
 
 # ---- (b) every mode x overflow x subnormals/flush against the oracle -------------------------

@@ -5,7 +5,9 @@ Every backend module implements the same small kernel interface and no policy:
 * ``round_values(x, spec, counter_start, out=None)`` -- flat float32/float64 array in, same
   dtype out (written into ``out`` when given: same dtype and size, may be ``x`` itself);
 * ``encode_values(x, spec, counter_start)`` -- flat floats in, ``spec.format.code_dtype`` codes out;
-* ``decode_codes(codes, fmt)`` -- flat codes in, floats out.
+* ``decode_codes(codes, fmt)`` -- flat codes in, floats out;
+* optionally ``any_nan(x)`` -- whether a flat float array holds a NaN, which the front end asks
+  before rounding to a format without NaN (otherwise it uses ``x.max()``).
 
 ``counter_start`` offsets the random-bit counter of stochastic modes (DESIGN §5).
 Discovery never fails at import: a backend whose package is missing is simply

@@ -552,6 +552,21 @@ def _f32_round_kernels(key: tuple):
     return parallel_kernel, serial_kernel
 
 
+@njit(parallel=True, cache=True)
+def _count_nan(x):
+    n = 0
+    for i in prange(x.size):
+        n += x[i] != x[i]
+    return n
+
+
+def any_nan(x: np.ndarray) -> bool:
+    """Whether the flat float array ``x`` holds a NaN: one read on the backend's threads (the front end's
+    check for formats without NaN; NumPy's ``x.max()`` reads 10^7 float32 in about 1.3 ms on one)."""
+    with _threads_for(0.1 * x.size):
+        return bool(_count_nan(x))
+
+
 def _bits32(v: float) -> int:
     """The float32 bit pattern of |v| (NaN: the canonical quiet NaN)."""
     b = int(np.array(v, np.float32).view(np.uint32)) & 0x7FFFFFFF
