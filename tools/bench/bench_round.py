@@ -17,7 +17,8 @@ What is timed (DESIGN §12, issue 2's benchmark item), all on one array of 10^7 
   StochasticFastest rule, which is P3109 StochasticA; generating them is not timed);
 * ``np.copyto(dst, x)`` into a preallocated array: the memory-copy limit.  "% copy" is the bytes
   a call reads and writes (input + output) per second over the bytes ``np.copyto`` moves per
-  second (8 per element).
+  second (8 per element).  ``np.copyto`` runs on one thread; a numba ``prange`` copy at each
+  thread count shows what several threads can move (so a 2-thread figure can exceed 100 %).
 
 pychop gets ``chunk_size`` above the prefix size, so it skips dask (its fastest setting).
 Each figure is the best over ``--rounds`` passes (spread over the run, so that a burst of load
@@ -132,6 +133,13 @@ def make_values(n: int, seed: int = 0, kind: str = "mix") -> np.ndarray:
 
 
 # ---- timing ---------------------------------------------------------------------------------
+
+@numba.njit(parallel=True)
+def parallel_copy(x: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = x`` on numba's threads: the copy limit at more than one thread."""
+    for i in numba.prange(x.size):
+        out[i] = x[i]
+
 
 def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     """Best wall time of ``repeats`` calls (after one untimed warm-up call, which also compiles)."""
@@ -292,6 +300,10 @@ def run(n: int, peer_n: int, repeats: int, peer_repeats: int, threads: list[int]
     add(Record("np.copyto", "-", "-", None, n, best, times, 8, check="-"))
     best, times = timed(lambda: x.copy(), repeats)
     add(Record("x.copy() (fresh output)", "-", "-", None, n, best, times, 8, check="-"))
+    for t in threads:                  # what t threads can copy (np.copyto is one thread)
+        best, times = timed(lambda: parallel_copy(x, dst), repeats, t)
+        add(Record(f"copy on {t} thread{'s' if t > 1 else ''} (numba prange)", "-", "-", t, n, best, times, 8,
+                   check="-"))
     say(f"copy: {n / records[0].best_s / 1e6:.0f} M el/s")
 
     for fname in formats:
