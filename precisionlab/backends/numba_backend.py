@@ -800,14 +800,17 @@ class _threads_for:
             _set_threads(self.threads)
 
 
-@intrinsic
-def _fma32(typingctx, a, b, c):
-    """fp32 fused multiply-add, one rounding (llvm.fma.f32)."""
-    sig = types.float32(types.float32, types.float32, types.float32)
+def _fma(ty):
+    """The fused multiply-add of ``ty`` (float32 or float64) with one rounding, as llvm.fma."""
+    @intrinsic
+    def fma(typingctx, a, b, c):
+        def codegen(context, builder, signature, args):
+            return builder.fma(args[0], args[1], args[2])
+        return ty(ty, ty, ty), codegen
+    return fma
 
-    def codegen(context, builder, signature, args):
-        return builder.fma(args[0], args[1], args[2])
-    return sig, codegen
+
+_fma32, _fma64 = _fma(types.float32), _fma(types.float64)
 
 
 _SIGN = np.uint64(0x8000000000000000)
@@ -1665,16 +1668,6 @@ def _matmul_rows(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarra
                    a_scale is not None, b_scale is not None, _mode_params(acc),
                    _mode_params(spec.accumulator_rne_spec()), _mode_params(prod), _mode_params(fp32_spec), da, db)
     return _round_output(np.moveaxis(out, 0, -2).reshape(a.shape[0], a.shape[1], -1)[..., :N], spec, seed)
-
-
-@intrinsic
-def _fma64(typingctx, a, b, c):
-    """float64 fused multiply-add, one rounding (llvm.fma.f64)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
-
-    def codegen(context, builder, signature, args):
-        return builder.fma(args[0], args[1], args[2])
-    return sig, codegen
 
 
 @njit(parallel=True, cache=True)
