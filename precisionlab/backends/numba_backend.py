@@ -1446,13 +1446,18 @@ def _round_output(out: np.ndarray, spec, seed: int | None) -> np.ndarray:
     return out
 
 
-def _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
-    kind, constants = plan
-    if spec.scale_at == "operands" and a_scale is not None:          # operands x scales, rounded to fp32
+def _operands_times_scales(a, b, a_scale, b_scale, spec):
+    """With ``scale_at="operands"``: each operand times its scales, rounded once to fp32."""
+    if spec.scale_at == "operands" and a_scale is not None:
         a = _times_fp32(a, a_scale)
     if spec.scale_at == "operands" and b_scale is not None:
         b = _times_fp32(b, b_scale)
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return a, b
+
+
+def _matmul_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
+    kind, constants = plan
+    a, b = (np.ascontiguousarray(x) for x in _operands_times_scales(a, b, a_scale, b_scale, spec))
     c = np.broadcast_to(c, c.shape)                 # read-only, any strides: one compiled signature per layout
     out = _gemm.gemm(kind, a, b, c, spec.order.kind, spec.order.width or 1, constants, _threads_for)
     return _round_output(out, spec, seed)
@@ -1475,37 +1480,37 @@ def _composite_plan(spec) -> tuple[str, np.ndarray] | None:
     return plan if plan is not None and plan[0] in ("fma32", "mul_add32") else None
 
 
+def _gemm_over(a, b, acc, k0, k1, plan, order_kind: str, width: int, inner: int = 1):
+    """``acc`` + the products k0..k1 in one tiled GEMM of ``order_kind`` (see _gemm.gemm)."""
+    kind, constants = plan
+    return _gemm.gemm(kind, np.ascontiguousarray(a[:, :, k0:k1]), np.ascontiguousarray(b[:, k0:k1, :]), acc,
+                      order_kind, width, constants, _threads_for, inner)
+
+
 def _tiled_sum(a, b, acc, order, k0, k1, plan):
     """The reference's chunk_sum(products k0..k1, acc, order) of every output element (composite_sum's
     recursion; ``acc`` float32 (nb, M, N))."""
-    kind, constants = plan
     if k1 <= k0:
         return acc
     w = order.width
     if not order.parts:
-        return _gemm.gemm(kind, np.ascontiguousarray(a[:, :, k0:k1]), np.ascontiguousarray(b[:, k0:k1, :]), acc,
-                          order.kind, w or 1, constants, _threads_for)
+        return _gemm_over(a, b, acc, k0, k1, plan, order.kind, w or 1)
+    inner = order.parts[0]
     if order.kind == "group":
-        return acc + _tiled_sum(a, b, np.full(acc.shape, -0.0, np.float32), order.parts[0], k0, k1, plan)
+        return acc + _tiled_sum(a, b, np.full(acc.shape, -0.0, np.float32), inner, k0, k1, plan)
     if order.kind == "split":
         head = k0 + (k1 - k0) // w * w
         acc = _tiled_sum(a, b, acc, order.parts[0], k0, head, plan)
         return _tiled_sum(a, b, acc, order.parts[1], head, k1, plan)
-    inner = order.parts[0]
-    if not inner.parts and inner.kind in ("sequential", "interleaved"):  # blocked(kc, interleaved(w)): one GEMM
-        return _gemm.gemm(kind, np.ascontiguousarray(a[:, :, k0:k1]), np.ascontiguousarray(b[:, k0:k1, :]), acc,
-                          "blocked", w, constants, _threads_for, inner.width or 1)
+    if not inner.parts and inner.kind in ("sequential", "interleaved"):  # blocked(kc, interleaved(v)): one GEMM
+        return _gemm_over(a, b, acc, k0, k1, plan, "blocked", w, inner.width or 1)
     for start in range(k0, k1, w):                                   # blocked(kc, inner)
-        acc = acc + _tiled_sum(a, b, np.full(acc.shape, -0.0, np.float32), order.parts[0], start,
-                               min(start + w, k1), plan)
+        acc = acc + _tiled_sum(a, b, np.full(acc.shape, -0.0, np.float32), inner, start, min(start + w, k1), plan)
     return acc
 
 
 def _matmul_composite_tiled(a, b, c, a_scale, b_scale, spec, seed, plan) -> np.ndarray:
-    if spec.scale_at == "operands" and a_scale is not None:
-        a = _times_fp32(a, a_scale)
-    if spec.scale_at == "operands" and b_scale is not None:
-        b = _times_fp32(b, b_scale)
+    a, b = _operands_times_scales(a, b, a_scale, b_scale, spec)
     acc = np.array(np.broadcast_to(c, c.shape), np.float32)          # C fits float32 (the plan checks)
     return _round_output(_tiled_sum(a, b, acc, spec.order, 0, a.shape[2], plan), spec, seed)
 
@@ -1549,7 +1554,8 @@ def _flush_cannot_fire(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
 @functools.lru_cache(maxsize=256)
 def _keeping_subnormals(spec):
     """``spec`` with an fp32 accumulator that keeps subnormals, where the tiled kernels run that one."""
-    if spec.accumulator != _FP32 or spec.accumulator_subnormals or spec.step != "ieee" or spec.stochastic:
+    if (spec.accumulator != _FP32 or spec.accumulator_subnormals or spec.step != "ieee" or spec.stochastic
+            or spec.scale_at != "operands"):
         return None
     keep = dataclasses.replace(spec, accumulator_subnormals=True)
     tiled = _composite_plan(keep) if keep.order.parts else _gemm_plan(keep)
@@ -1587,12 +1593,11 @@ def _one_float32(scale: np.ndarray | None) -> float | None:
     return float(s) if np.float32(s) == s and bool((scale == s).all()) else None
 
 
-def _matmul_scaled_products(a, b, c, scales, spec, seed) -> np.ndarray:
+def _scaled32_plan(scales: list[float]) -> tuple[str, np.ndarray]:
+    """The tiled plan of kind scaled32: the two scales' float32 bits in the constants."""
     rc = np.zeros(5, np.int64)
     rc[:2] = np.array(scales, np.float32).view(np.uint32)
-    out = _gemm.gemm("scaled32", np.ascontiguousarray(a), np.ascontiguousarray(b), np.broadcast_to(c, c.shape),
-                     spec.order.kind, spec.order.width or 1, rc, _threads_for)
-    return _round_output(out, spec, seed)
+    return "scaled32", rc
 
 
 def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarray | None,
@@ -1601,13 +1606,12 @@ def matmul_values(a: np.ndarray, b: np.ndarray, c: np.ndarray, a_scale: np.ndarr
     from . import numba_program
 
     keep = _keeping_subnormals(spec)
-    if keep is not None and spec.scale_at == "operands" and a_scale is None and b_scale is None \
-            and _flush_cannot_fire(a, b, c):
+    if keep is not None and a_scale is None and b_scale is None and _flush_cannot_fire(a, b, c):
         spec = keep
     if _scaled_products_tiled(spec):
         scales = [_one_float32(s) for s in (a_scale, b_scale)]
         if None not in scales:
-            return _matmul_scaled_products(a, b, c, scales, spec, seed)
+            return _matmul_tiled(a, b, c, None, None, spec, seed, _scaled32_plan(scales))
     composite = _composite_plan(spec) if spec.scale_at == "operands" else None
     if composite is not None:
         return _matmul_composite_tiled(a, b, c, a_scale, b_scale, spec, seed, composite)
@@ -1703,10 +1707,7 @@ def _scaled_operands(a, b, c, a_scale, b_scale, spec):
         a_scale = np.require(a_scale, np.float64, ["C", "W"])
     if b_scale is not None:
         b_scale = np.require(b_scale, np.float64, ["C", "W"])
-    if spec.scale_at == "operands" and a_scale is not None:
-        a = _times_fp32(a, a_scale)
-    if spec.scale_at == "operands" and b_scale is not None:
-        b = _times_fp32(b, b_scale)
+    a, b = _operands_times_scales(a, b, a_scale, b_scale, spec)
     return a, b, c, a_scale, b_scale
 
 
