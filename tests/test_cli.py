@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import run, strict_json
+from cli_helpers import assert_usage_error, run, strict_json
 
 import precisionlab as pl
 from precisionlab import cli
@@ -310,13 +310,7 @@ def test_fmt_number(x, text):
     (["bogus"], "bogus"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle):
-    rc, out, err = run(capsys, *argv)
-    assert rc == 2
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "error:" in lines[0] and needle in lines[0]
-    assert lines[0].startswith("precisionlab")
+    assert_usage_error(*run(capsys, *argv), needle)
 
 
 # ---------------------------------------------------------- subprocess ----

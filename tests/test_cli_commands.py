@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_usage_error, run
 
 from precisionlab import cli
 
@@ -57,12 +58,6 @@ BAD_ARGS: dict[tuple[str, ...], tuple[list[str], str]] = {
 }
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def test_every_command_is_covered():
     assert set(JSON_ARGS) == set(LEAVES), "add the new command to JSON_ARGS and BAD_ARGS"
     assert set(BAD_ARGS) == set(LEAVES)
@@ -93,12 +88,7 @@ def test_help_is_complete(capsys, path):
 def test_bad_argument_is_a_one_line_error_with_exit_code_2(capsys, path):
     argv, needle = BAD_ARGS[path]
     for args in (argv, ["--no-such-option"], ["--format", "yaml"]):
-        rc, out, err = run(capsys, *path, *args)
-        assert rc == 2, (path, args, err)
-        assert out == ""
-        lines = err.strip().splitlines()
-        assert len(lines) == 1, (path, args, err)
-        assert lines[0].startswith("precisionlab") and "error:" in lines[0]
+        assert_usage_error(*run(capsys, *path, *args), context=(path, args))
     rc, _, err = run(capsys, *path, *argv)
     assert needle in err
 

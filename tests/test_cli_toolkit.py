@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import run, strict_json
+from cli_helpers import assert_usage_error, run, strict_json
 
 from precisionlab import cli
 from precisionlab.analysis import sample
@@ -233,12 +233,7 @@ def test_conformance_stochastic(capsys, tmp_path):
     (["conformance", f"{KERNELS}:cast_e4m3", "--to", "e4m3", "--junit", "/no/such/dir/x.xml"], "--junit"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle):
-    rc, out, err = run(capsys, *argv)
-    assert rc == 2, (out, err)
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "error:" in lines[0] and needle in lines[0] and lines[0].startswith("precisionlab")
+    assert_usage_error(*run(capsys, *argv), needle)
 
 
 def test_exit_code_of_the_real_process():

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import run, strict_json
+from cli_helpers import assert_usage_error, run, strict_json
 from precisionlab.reference.recipes import recipes
 
 import precisionlab as pl
@@ -253,12 +253,7 @@ def test_plots_with_and_without_matplotlib(capsys, tmp_path, monkeypatch):
     (["--bogus"], "--bogus"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle):
-    rc, out, err = run(capsys, "report", *argv)
-    assert rc == 2, (out, err)
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "error:" in lines[0] and needle in lines[0] and lines[0].startswith("precisionlab")
+    assert_usage_error(*run(capsys, "report", *argv), needle)
 
 
 def test_build_report_rejects_unknown_settings():
